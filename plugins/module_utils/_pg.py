@@ -1,0 +1,230 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, shipyard.webstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PostgreSQL connection code shared by health_poll and migration_gate.
+
+Private to the collection (the leading underscore): no stability promise.
+Works with psycopg 3 or psycopg2, whichever the target has.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import re
+import traceback
+
+try:
+    from urllib.parse import unquote, urlsplit, parse_qsl
+except ImportError:  # pragma: no cover - Python 2 is not supported, keep sanity quiet
+    from urllib import unquote  # type: ignore
+    from urlparse import urlsplit, parse_qsl  # type: ignore
+
+PG_DRIVER = None
+PG_IMPORT_ERROR = None
+try:
+    import psycopg  # noqa: F401  psycopg 3
+
+    PG_DRIVER = 'psycopg'
+except ImportError:
+    try:
+        import psycopg2  # noqa: F401
+
+        PG_DRIVER = 'psycopg2'
+    except ImportError:
+        PG_IMPORT_ERROR = traceback.format_exc()
+
+# Library name for missing_required_lib().
+PG_LIB_NAME = 'psycopg (3) or psycopg2'
+
+SSLMODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']
+
+
+def pg_connection_spec(required_password=False):
+    """Argument spec of a direct PostgreSQL connection (doc fragment shipyard.webstack.postgres_connection)."""
+    return dict(
+        url=dict(type='str', no_log=True),
+        host=dict(type='str'),
+        port=dict(type='int'),
+        database=dict(type='str'),
+        user=dict(type='str'),
+        password=dict(type='str', no_log=True, required=required_password),
+        sslmode=dict(type='str', choices=SSLMODES),
+        ssl_rootcert=dict(type='path'),
+        connect_timeout=dict(type='int', default=5),
+    )
+
+
+_STATE_PATTERNS = (
+    # Order matters: the first match wins.
+    ('auth_failed', re.compile(r'password authentication failed|authentication failed|'
+                               r'no password supplied|fe_sendauth', re.I)),
+    ('not_allowed', re.compile(r'no pg_hba\.conf entry|pg_hba\.conf rejects', re.I)),
+    ('database_missing', re.compile(r'database "[^"]*" does not exist', re.I)),
+    ('too_many_clients', re.compile(r'too many clients|remaining connection slots are reserved|'
+                                    r'no more connections allowed', re.I)),
+    ('rejecting', re.compile(r'the database system is (starting up|shutting down|in recovery|'
+                             r'not yet accepting|not accepting)|cannot connect now', re.I)),
+    ('no_response', re.compile(r'connection refused|could not connect|no such file or directory|'
+                               r'timeout expired|timed out|could not translate host name|'
+                               r'server closed the connection unexpectedly|connection reset|'
+                               r'network is unreachable|no route to host|'
+                               r'connection is bad|could not receive data', re.I)),
+)
+
+_SQLSTATE_STATES = {
+    '57P03': 'rejecting',          # cannot_connect_now: starting up, shutting down, recovery
+    '28P01': 'auth_failed',        # invalid_password
+    '28000': 'not_allowed',        # invalid_authorization_specification (pg_hba)
+    '3D000': 'database_missing',   # invalid_catalog_name
+    '53300': 'too_many_clients',   # too_many_connections
+}
+
+# What each state means to an operator, for failure messages.
+STATE_HINTS = {
+    'no_response': 'nothing answers at that address (server down, wrong host/port, or firewall)',
+    'rejecting': 'the server answers but rejects connections (starting up, shutting down or in recovery)',
+    'auth_failed': 'the server rejected the password for this user',
+    'not_allowed': 'pg_hba.conf has no entry allowing this user/database/address',
+    'database_missing': 'the database does not exist',
+    'too_many_clients': 'max_connections is exhausted',
+    'accepting': 'the server accepts connections',
+    'error': 'unexpected error',
+}
+
+
+def sqlstate_of(exc):
+    """SQLSTATE of a driver exception, or None (connection errors often carry none)."""
+    for attr in ('sqlstate', 'pgcode'):
+        code = getattr(exc, attr, None)
+        if code:
+            return code
+    diag = getattr(exc, 'diag', None)
+    return getattr(diag, 'sqlstate', None) if diag is not None else None
+
+
+def classify_pg_error(message, sqlstate=None):
+    """Map a SQLSTATE and/or an error message to a connection state name.
+
+    Returns one of: no_response, rejecting, auth_failed, not_allowed,
+    database_missing, too_many_clients, error.
+    """
+    if sqlstate and sqlstate in _SQLSTATE_STATES:
+        return _SQLSTATE_STATES[sqlstate]
+    text = message or ''
+    for state, pattern in _STATE_PATTERNS:
+        if pattern.search(text):
+            return state
+    return 'error'
+
+
+def parse_pg_url(url):
+    """Split a postgres:// URL into connection keywords (percent-decoded).
+
+    Raises ValueError with a message that never contains the password.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ('postgres', 'postgresql'):
+        raise ValueError('the URL scheme must be postgres:// or postgresql://, got %r' % (parts.scheme + '://'))
+    params = {}
+    if parts.hostname:
+        params['host'] = unquote(parts.hostname)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError('the URL has an invalid port')
+    if port:
+        params['port'] = port
+    if parts.username:
+        params['user'] = unquote(parts.username)
+    if parts.password is not None:
+        params['password'] = unquote(parts.password)
+    path = parts.path.lstrip('/')
+    if path:
+        params['database'] = unquote(path)
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key == 'dbname':
+            key = 'database'
+        elif key == 'sslrootcert':
+            key = 'ssl_rootcert'
+        params[key] = value
+    return params
+
+
+def connection_params(options):
+    """Merge a url with explicit host/port/... options; explicit options win.
+
+    ``options`` is a dict shaped like pg_connection_spec(). Returns a dict with
+    host, port, database, user, password, sslmode, ssl_rootcert, connect_timeout
+    and any extra URL query keywords (e.g. application_name).
+    """
+    params = {}
+    if options.get('url'):
+        params.update(parse_pg_url(options['url']))
+    for key in ('host', 'port', 'database', 'user', 'password', 'sslmode', 'ssl_rootcert', 'connect_timeout'):
+        if options.get(key) not in (None, ''):
+            params[key] = options[key]
+    if 'port' in params:
+        params['port'] = int(params['port'])
+    params.setdefault('port', 5432)
+    return params
+
+
+def _driver_kwargs(params, application_name):
+    kwargs = {}
+    mapping = {'host': 'host', 'port': 'port', 'database': 'dbname', 'user': 'user',
+               'password': 'password', 'sslmode': 'sslmode', 'ssl_rootcert': 'sslrootcert',
+               'connect_timeout': 'connect_timeout'}
+    for key, value in params.items():
+        if value in (None, ''):
+            continue
+        kwargs[mapping.get(key, key)] = value
+    if application_name and 'application_name' not in kwargs:
+        kwargs['application_name'] = application_name
+    return kwargs
+
+
+def pg_connect(params, application_name='shipyard.webstack', autocommit=True):
+    """Open a connection with whichever driver is installed.
+
+    Raises the driver's exception on failure; callers classify it with
+    sqlstate_of() / classify_pg_error().
+    """
+    if PG_DRIVER is None:
+        raise RuntimeError('no PostgreSQL driver (psycopg or psycopg2) is installed')
+    kwargs = _driver_kwargs(params, application_name)
+    if PG_DRIVER == 'psycopg':
+        import psycopg
+        return psycopg.connect(autocommit=autocommit, **kwargs)
+    import psycopg2
+    conn = psycopg2.connect(**kwargs)
+    conn.autocommit = autocommit
+    return conn
+
+
+def pg_query(conn, sql, args=None):
+    """Run one statement; return (column names, rows). Rows are tuples."""
+    cur = conn.cursor()
+    try:
+        cur.execute(sql, args)
+        if cur.description is None:
+            return [], []
+        return [col[0] for col in cur.description], cur.fetchall()
+    finally:
+        cur.close()
+
+
+def pg_simple_query(conn, sql):
+    """Run a statement with the simple query protocol (PgBouncer's admin console needs it)."""
+    if PG_DRIVER == 'psycopg':
+        import psycopg
+        cur = psycopg.ClientCursor(conn)
+    else:
+        cur = conn.cursor()
+    try:
+        cur.execute(sql)
+        if cur.description is None:
+            return [], []
+        return [col[0] for col in cur.description], cur.fetchall()
+    finally:
+        cur.close()
