@@ -228,3 +228,82 @@ def pg_simple_query(conn, sql):
         return [col[0] for col in cur.description], cur.fetchall()
     finally:
         cur.close()
+
+
+# ---------------------------------------------------------------------------
+# Direct-connection check (migration_gate). A transaction-pooling PgBouncer
+# hands each transaction whichever server connection is free, so session
+# state -- advisory locks above all -- does not stay with the client.
+
+POOLER_MESSAGE = (
+    'This connection does not reach PostgreSQL directly: it goes through a connection pooler '
+    '(PgBouncer or similar) -- {evidence}. Session advisory locks do not hold through transaction '
+    'pooling, so migrations must not run over it. Use the DIRECT_URL (straight to PostgreSQL, '
+    'usually port 5432), not the pooled DATABASE_URL.'
+)
+
+
+def is_socket_host(host):
+    """True when host names a unix socket directory rather than a TCP host."""
+    return bool(host) and str(host).startswith('/')
+
+
+def backend_identity(conn):
+    """(backend pid, the server's own port or None on a unix socket) of this session."""
+    _cols, rows = pg_query(conn, 'SELECT pg_backend_pid(), inet_server_port()')
+    return rows[0][0], rows[0][1]
+
+
+def port_mismatch_evidence(params, server_port):
+    """Evidence string when the server's own port is not the TCP port we connected to, else None."""
+    host = params.get('host')
+    if is_socket_host(host) or not host:
+        return None  # a unix socket has no port to compare; the pid checks still apply
+    wanted = int(params.get('port') or 5432)
+    if server_port is None:
+        return 'we connected to TCP port %s but the server sees us on a unix socket' % wanted
+    if int(server_port) != wanted:
+        return 'we connected to port %s but the server itself listens on port %s' % (wanted, server_port)
+    return None
+
+
+def pooling_evidence(conn, params, application_name='shipyard.webstack', rounds=3):
+    """Evidence string when the session is not pinned to one backend, else None.
+
+    On a direct connection a session keeps one backend process, and two live
+    connections never share one. A transaction pooler breaks both: an idle
+    server connection goes to the next client that asks (PgBouncer reuses the
+    most recent one first), and our next transaction may land elsewhere.
+    """
+    first_pid, _port = backend_identity(conn)
+    for _round in range(rounds):
+        try:
+            other = pg_connect(params, application_name=application_name)
+        except Exception:  # pylint: disable=broad-except  # e.g. too many clients: inconclusive, not a refusal
+            other = None
+        if other is not None:
+            try:
+                other_pid, _port = backend_identity(other)
+            finally:
+                other.close()
+            if other_pid == first_pid:
+                return 'a second connection was served by the same server backend (pid %s)' % first_pid
+        pid, _port = backend_identity(conn)
+        if pid != first_pid:
+            return 'the server backend changed between two transactions (pid %s, then %s)' % (first_pid, pid)
+    return None
+
+
+def direct_connection_problem(conn, params, strict=True, application_name='shipyard.webstack'):
+    """The refusal message when conn is not a direct session, else None.
+
+    strict: also refuse when the server's port differs from the one connected
+    to (any proxy in between), not only when pooling is proven.
+    """
+    _pid, server_port = backend_identity(conn)
+    evidence = port_mismatch_evidence(params, server_port) if strict else None
+    if evidence is None:
+        evidence = pooling_evidence(conn, params, application_name=application_name)
+    if evidence is None:
+        return None
+    return POOLER_MESSAGE.format(evidence=evidence)
