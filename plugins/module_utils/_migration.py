@@ -10,6 +10,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import functools
 import hashlib
 import os
 import re
@@ -272,18 +273,20 @@ def _url_password(value):
 def secrets_from_env(env):
     """Values of command environment variables that must never be shown.
 
-    A value is secret when its name looks secret (PASSWORD, SECRET_KEY_BASE,
-    DATABASE_URL...) or when it is a URL carrying a password.
+    A URL contributes its password; any other value is secret when its name
+    looks secret (PASSWORD, SECRET_KEY_BASE, API_TOKEN...).
     """
     found = []
     for name, value in (env or {}).items():
         if value is None:
             continue
         value = str(value)
-        password = _url_password(value) if '://' in value else None
-        if password:
-            found.append(password)
-        if password or (_SECRET_NAME.search(str(name)) and not _PLAIN_VALUE.match(value)):
+        if '://' in value:
+            # a URL: only its password is secret; host and database stay readable for operators
+            password = _url_password(value)
+            if password:
+                found.append(password)
+        elif _SECRET_NAME.search(str(name)) and not _PLAIN_VALUE.match(value):
             found.append(value)
     return found
 
@@ -297,7 +300,6 @@ def connection_secrets(params, url=None):
         password = _url_password(url)
         if password:
             found.append(password)
-        found.append(url)
     return found
 
 
@@ -400,6 +402,26 @@ def _kill_group(proc, grace):
             continue
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid):
+    """In the child, before exec: get SIGTERM if the module dies (Linux only, best effort).
+
+    Without it a kill -9 of the module would free the lock while its migration
+    command (a separate session, so timeouts can kill its whole group) keeps
+    running unlocked, and the next gate could run alongside it.
+    """
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except Exception:  # pylint: disable=broad-except  # not Linux / no libc: nothing to do
+        return
+    if os.getppid() != parent_pid:
+        os._exit(1)  # the module died before prctl took effect
+
+
 def run_command(argv, env=None, cwd=None, timeout=None, kill_grace=10.0):
     """Run argv (stdout and stderr merged) in its own process group, killed on timeout.
 
@@ -409,7 +431,8 @@ def run_command(argv, env=None, cwd=None, timeout=None, kill_grace=10.0):
     started = time.monotonic()
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env=command_env(env), cwd=cwd, start_new_session=True)
+                                env=command_env(env), cwd=cwd, start_new_session=True,
+                                preexec_fn=functools.partial(_die_with_parent, os.getpid()))
     except OSError as exc:
         return CommandResult(error='could not start %s: %s' % (argv[0] if argv else '(empty command)', exc),
                              duration=time.monotonic() - started)
