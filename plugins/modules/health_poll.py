@@ -506,6 +506,11 @@ ready:
 import functools
 import traceback
 
+try:
+    from urllib.parse import unquote
+except ImportError:  # pragma: no cover - Python 2 is not supported
+    from urllib import unquote  # type: ignore
+
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.shipyard.webstack.plugins.module_utils._pg import (
@@ -556,8 +561,8 @@ def check_spec():
             port=dict(type='int', required=True),
         )),
         http=dict(type='dict', options=dict(
-            # no_log: a URL may carry credentials; the reported target is the masked URL.
-            url=dict(type='str', no_log=True),
+            # Not no_log (the URL is useful in results): its password joins no_log_values in build_checks().
+            url=dict(type='str'),
             scheme=dict(type='str', choices=['http', 'https'], default='http'),
             host=dict(type='str', default='127.0.0.1'),
             port=dict(type='int'),
@@ -631,7 +636,8 @@ def check_secrets(kind, options):
         except ValueError:
             pass
     elif url and '@' in url:
-        secrets.append(url.split('://', 1)[-1].split('@', 1)[0].partition(':')[2])
+        password = url.split('://', 1)[-1].split('@', 1)[0].partition(':')[2]
+        secrets.extend([password, unquote(password)])
     for key, value in (options.get('headers') or {}).items():
         if str(key).lower() in SECRET_HEADERS and value:
             secrets.append(str(value))
@@ -651,7 +657,10 @@ def build_checks(module):
                 module.fail_json(msg='checks[%d].postgres.url: %s' % (index, exc))
         name = item.get('name') or '%s %s' % (kind, describe_target(kind, options))
         timeout = item.get('timeout') or module.params['check_timeout']
-        check = Check(name, kind, options, timeout, check_secrets(kind, options))
+        secrets = check_secrets(kind, options)
+        # Ansible then masks these values anywhere in the output, the echoed arguments included.
+        module.no_log_values.update(secrets)
+        check = Check(name, kind, options, timeout, secrets)
         check.named = bool(item.get('name'))
         checks.append(check)
     return checks

@@ -67,3 +67,23 @@ def run_module(name, args, check_mode=False, diff=False, timeout=300):
     """
     proc, path = start_module(name, args, check_mode=check_mode, diff=diff)
     return finish_module(proc, path, timeout=timeout)
+
+
+def run_module_without(name, args, blocked, check_mode=False, env=None, timeout=300):
+    """Run a module as run_module() does, but with the Python modules in ``blocked`` made unimportable.
+
+    For testing fallbacks on targets that lack a library (e.g. blocked=['psycopg', 'psycopg2']).
+    ``env`` entries override the environment (e.g. PATH without psql).
+    """
+    path = _args_file(args, check_mode, False)
+    code = ('import runpy, sys\n'
+            'for name in sys.argv[2].split(","):\n'
+            '    sys.modules[name] = None  # "import name" now raises ImportError\n'
+            'del sys.argv[2]\n'
+            'runpy.run_module("ansible_collections.shipyard.webstack.plugins.modules.%s", run_name="__main__", '
+            'alter_sys=True)\n' % name)
+    full_env = _env()
+    full_env.update(env or {})
+    proc = subprocess.Popen([sys.executable, '-c', code, path, ','.join(blocked)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, cwd=ROOT)
+    return finish_module(proc, path, timeout=timeout)
