@@ -357,9 +357,14 @@ def _fail_on_prerequisite(func, *args, **kwargs):
 
 
 @pytest.fixture(scope='session')
-def test_ca(tmp_path_factory):
+def test_ca():
     """A test CA and a server certificate for localhost / 127.0.0.1 (made with openssl)."""
-    return _fail_on_prerequisite(make_test_ca, str(tmp_path_factory.mktemp('ca')))
+    # Not under pytest's tmp_path: that is private to root, and redis (another user) must read the files.
+    directory = tempfile.mkdtemp(prefix='shipyard-ca-')
+    try:
+        yield _fail_on_prerequisite(make_test_ca, directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
