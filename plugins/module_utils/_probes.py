@@ -530,6 +530,18 @@ def _health_log(health, count=3):
     return entries
 
 
+def exit_reason(code, oom_killed):
+    """A few words on why a container's main process ended, from its exit code."""
+    if oom_killed:
+        return ', OOM-killed: the memory limit was reached'
+    if code == 137:
+        # Docker does not always see the OOM event (e.g. nested cgroups); SIGKILL is the fact.
+        return ', killed by SIGKILL: the memory limit or a docker kill'
+    if code == 143:
+        return ', stopped by SIGTERM'
+    return ''
+
+
 def classify_docker_inspect(data, require_healthcheck=False):
     """(ok, state, error, details) from ``GET /containers/{id}/json``."""
     state = data.get('State') or {}
@@ -555,7 +567,7 @@ def classify_docker_inspect(data, require_healthcheck=False):
             status = 'paused'
         error = 'container is %s' % status
         if status in ('exited', 'dead'):
-            error += ' (exit code %s%s)' % (state.get('ExitCode'), ', OOMKilled' if state.get('OOMKilled') else '')
+            error += ' (exit code %s%s)' % (state.get('ExitCode'), exit_reason(state.get('ExitCode'), state.get('OOMKilled')))
         if state.get('Error'):
             error += ': %s' % state['Error']
         return False, status, error, details

@@ -739,8 +739,6 @@ def describe_failure(check):
     if details.get('health_log'):
         entry = details['health_log'][-1]
         text += '; last health check: exit %s, %s' % (entry.get('exit_code'), excerpt(entry.get('output'), 200))
-    if details.get('oom_killed'):
-        text += '; the container was OOM-killed'
     return redact(text, check.secrets)
 
 
