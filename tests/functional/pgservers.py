@@ -234,6 +234,30 @@ class PostgresServer:
     def reload(self):
         self.pg_ctl('reload')
 
+    def start_standby(self, hot_standby=False):
+        """Restart the cluster as a standby with no primary, without waiting; it stays in recovery.
+
+        With hot_standby off it answers every connection with SQLSTATE 57P03
+        ("the database system is not accepting connections"), the state pg_isready
+        calls "rejecting", until promote(). (A real start-up passes through 57P03
+        too briefly to test against.) With hot_standby on it serves read-only
+        connections: a replica, as far as pg_is_in_recovery() is concerned.
+        """
+        self.stop()
+        self.settings['hot_standby'] = hot_standby
+        self._write_conf()
+        with open(os.path.join(self.datadir, 'standby.signal'), 'w'):
+            pass
+        _chown_tree(self.datadir)
+        # pg_ctl -w would wait for "ready", which a standby without hot_standby never reports.
+        self.pg_ctl('start', '-W', '-l', self.logfile)
+
+    def promote(self):
+        """End the recovery started by start_standby(): the server is a primary again."""
+        self.pg_ctl('promote', '-w', '-t', str(START_TIMEOUT))
+        self.settings.pop('hot_standby', None)
+        self._write_conf()
+
     def cleanup(self):
         try:
             self.stop()
