@@ -23,12 +23,12 @@ except ImportError:  # pragma: no cover - Python 2 is not supported, keep sanity
 PG_DRIVER = None
 PG_IMPORT_ERROR = None
 try:
-    import psycopg  # noqa: F401  psycopg 3
+    import psycopg  # noqa: F401  pylint: disable=unused-import  # psycopg 3
 
     PG_DRIVER = 'psycopg'
 except ImportError:
     try:
-        import psycopg2  # noqa: F401
+        import psycopg2  # noqa: F401  pylint: disable=unused-import
 
         PG_DRIVER = 'psycopg2'
     except ImportError:

@@ -29,7 +29,7 @@ description:
     and secret-looking values of O(env) masked.
   - The whole module runs on one host; use it with C(run_once) in a play over several hosts.
 author:
-  - shipyard.webstack contributors
+  - shipyard.webstack contributors (@shipyard-webstack)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - shipyard.webstack.postgres_connection
