@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from modrun import COLLECTIONS, finish_module, run_module, start_module
-from pgservers import pg_factory, pg_server, pgbouncer_server  # noqa: F401  pylint: disable=unused-import  (fixtures)
+from pgservers import pg_factory, pg_server, pgbouncer_server  # noqa: F401  pylint: disable=unused-import  # pytest fixtures
 
 if COLLECTIONS not in sys.path:
     sys.path.insert(0, COLLECTIONS)
@@ -161,7 +161,7 @@ def test_output_and_ledger_hold_no_secret(gate):
 
 def test_two_gates_at_the_same_moment_migrate_once(gate):
     args = gate.args(command=gate.command(sleep=1.5))
-    started = [start_module(MODULE, args) for _ in range(2)]
+    started = [start_module(MODULE, args), start_module(MODULE, args)]
     results = [finish_module(proc, path, timeout=60) for proc, path in started]
     for result in results:
         assert result.get('failed') is not True, result.get('msg')
