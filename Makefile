@@ -1,0 +1,58 @@
+# shipyard.webstack — developer entry points. Everything installs itself:
+# a fresh machine needs only Python 3.11+ and Docker (or root on Debian, where
+# the test bed installs Docker Engine itself).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+CACHE := $(CURDIR)/.cache
+export SHIPYARD_CACHE ?= $(CACHE)
+
+.PHONY: help venv testbed test unit functional lint sanity build molecule clean-hosts
+
+help:
+	@echo "make test       run the whole suite (what CI runs), printing each stage's time"
+	@echo "make venv       create .venv with the pinned tools"
+	@echo "make testbed    make sure Docker answers; build the systemd test-host images"
+	@echo "make unit | functional | lint | sanity | build | molecule   one stage"
+	@echo "make clean-hosts  remove every test host and network left by molecule"
+
+venv: $(VENV)/.stamp .cache/collections/ansible_collections/shipyard/webstack
+
+$(VENV)/.stamp: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	touch $@
+
+# The checkout, importable as ansible_collections/shipyard/webstack.
+.cache/collections/ansible_collections/shipyard/webstack:
+	mkdir -p $(dir $@)
+	ln -sfn ../../../.. $@
+
+testbed: venv
+	scripts/testbed all
+
+test: venv
+	scripts/run-tests
+
+unit: venv
+	STAGES=unit scripts/run-tests
+
+functional: venv
+	STAGES="testbed functional" scripts/run-tests
+
+lint: venv
+	STAGES="yamllint ansible-lint" scripts/run-tests
+
+sanity: venv
+	STAGES=sanity scripts/run-tests
+
+build: venv
+	STAGES=build scripts/run-tests
+
+molecule: venv
+	STAGES="testbed molecule" scripts/run-tests
+
+clean-hosts:
+	-docker rm -f $$(docker ps -aq --filter label=owner=shipyard-molecule) 2>/dev/null
+	-docker network rm $$(docker network ls -q --filter label=owner=shipyard-molecule) 2>/dev/null
