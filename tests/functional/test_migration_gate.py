@@ -361,3 +361,26 @@ def test_connection_failure_is_classified_without_the_password(gate):
     assert result['connection_state'] == 'auth_failed'
     assert 'not-the-password' not in result['_stdout']
     gate.assert_no_secret(result)
+
+
+# ------------------------------------------------------------------ the psycopg2 driver path
+
+@pytest.fixture
+def psycopg2_only(tmp_path, monkeypatch):
+    """Make `import psycopg` fail in the module's process so _pg falls back to psycopg2."""
+    shim = tmp_path / 'no-psycopg3'
+    shim.mkdir()
+    (shim / 'psycopg.py').write_text('raise ImportError("psycopg 3 hidden by the test")\n')
+    monkeypatch.setenv('PYTHONPATH', str(shim))
+
+
+def test_gate_works_with_psycopg2(gate, psycopg2_only, pgbouncer_server):  # noqa: F811  pylint: disable=unused-argument
+    probe = [sys.executable, '-c', 'import psycopg2; from ansible_collections.shipyard.webstack.plugins.module_utils '
+             'import _pg; print(_pg.PG_DRIVER)']
+    args = gate.args(command=probe)
+    first = run_module(MODULE, args)
+    assert first.get('failed') is not True, first.get('msg')
+    assert first['ran'] is True and first['output_tail'].strip() == 'psycopg2'
+    assert run_module(MODULE, args)['skipped'] is True
+    refused = run_module(MODULE, gate.args(url=pgbouncer_server.url(), direct_check='pooling'))
+    assert refused['failed'] is True and 'Use the DIRECT_URL' in refused['msg']
