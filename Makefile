@@ -4,7 +4,8 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
-CACHE := $(CURDIR)/.cache
+# Caches that outlive a checkout (apt downloads for test hosts, debootstrap, sanity venvs).
+CACHE := $(HOME)/.cache/shipyard-webstack
 export SHIPYARD_CACHE ?= $(CACHE)
 
 .PHONY: help venv testbed test unit functional lint sanity build molecule clean-hosts
