@@ -694,7 +694,7 @@ def probe_postgres(options, timeout, clients=None):
     except Exception as exc:  # the driver's own exception classes vary between psycopg 2 and 3
         return _pg_failure(exc, params)
     try:
-        dummy, rows = pg_query(conn, 'SELECT 1, pg_is_in_recovery(), current_setting(\'server_version\')')
+        dummy, rows = query_with_deadline(conn, "SELECT 1, pg_is_in_recovery(), current_setting('server_version')", timeout)
     except Exception as exc:
         return _pg_failure(exc, params)
     finally:
@@ -705,6 +705,48 @@ def probe_postgres(options, timeout, clients=None):
     if state:
         return probe_result(False, state, error, **details)
     return probe_result(True, 'accepting', **details)
+
+
+class QueryTimeout(Exception):
+    """A query got no answer in time (the connection was cut to unblock the driver)."""
+
+
+def _socket_fd(conn):
+    pgconn = getattr(conn, 'pgconn', None)  # psycopg 3
+    return pgconn.socket if pgconn is not None else conn.fileno()
+
+
+def query_with_deadline(conn, sql, timeout, simple=False):
+    """Run one statement, cutting the connection if it has no answer after ``timeout`` seconds.
+
+    The drivers have no client-side query timeout, and a server-side one does
+    not help when the query never reaches a server (a paused PgBouncer holds it):
+    shutting the socket down makes the blocked driver call fail at once.
+    """
+    fired = []
+
+    def expire():
+        fired.append(True)
+        try:
+            sock = socket.socket(fileno=os.dup(_socket_fd(conn)))
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            finally:
+                sock.close()
+        except (OSError, ValueError):
+            pass
+
+    timer = threading.Timer(timeout, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        return pg_simple_query(conn, sql) if simple else pg_query(conn, sql)
+    except Exception:
+        if fired:
+            raise QueryTimeout('no answer to %s within %.1fs' % (sql.split()[0], timeout))
+        raise
+    finally:
+        timer.cancel()
 
 
 def _close(conn):
@@ -887,16 +929,27 @@ def _pgbouncer_pool_query(options, admin_params, timeout, details, secrets):
     try:
         conn = pg_connect(params, application_name='shipyard.webstack.health_poll')
     except Exception as exc:
-        return _with_details(_pg_failure(exc, params, secrets), details)
+        return _with_details(_pool_failure(exc, params, secrets), details)
     try:
         # Simple protocol: works whatever the pool mode and prepared-statement support.
-        pg_simple_query(conn, 'SELECT 1')
+        query_with_deadline(conn, 'SELECT 1', timeout, simple=True)
     except Exception as exc:
-        return _with_details(_pg_failure(exc, params, secrets), details)
+        return _with_details(_pool_failure(exc, params, secrets), details)
     finally:
         _close(conn)
     details['pool'] = options['pool']
     return probe_result(True, 'active', **details)
+
+
+def _pool_failure(exc, params, secrets):
+    """Like _pg_failure(), but a timeout here means PgBouncer answered its console and left this client waiting."""
+    result = _pg_failure(exc, params, secrets)
+    if isinstance(exc, QueryTimeout) or (result['state'] == 'no_response' and re.search(r'time(out|d out)', str(exc), re.I)):
+        result['state'] = 'pool_waiting'
+        result['error'] = ('no answer through pool %r: PgBouncer is paused or suspended (before 1.21 only this '
+                           'shows a global PAUSE), or the pool gets no server connection; %s') % (
+            params.get('database'), result['error'])
+    return result
 
 
 def _with_details(result, details):
@@ -1021,26 +1074,39 @@ def run_probe(check, timeout, probes=None):
         return probe_result(False, 'error', '%s: %s' % (type(exc).__name__, exc))
 
 
-def run_round(checks, timeout_for, clock, probes=None):
-    """Run every check once, concurrently; returns [(result, started, ended)] in check order."""
+def run_round(checks, timeout_for, clock, probes=None, grace=2.0):
+    """Run every check once, concurrently; returns [(result, started, ended)] in check order.
+
+    Each attempt runs in its own thread so that an attempt stuck past its
+    timeout (a driver call with no timeout of its own) is reported as
+    ``timeout`` instead of stalling the poll; the stuck thread is abandoned.
+    """
     outcomes = [None] * len(checks)
+    timeouts = [timeout_for(check) for check in checks]
 
     def attempt(index):
         check = checks[index]
         started = clock()
-        result = run_probe(check, timeout_for(check), probes)
+        result = run_probe(check, timeouts[index], probes)
         outcomes[index] = (result, started, clock())
 
-    if len(checks) == 1:
-        attempt(0)
-        return outcomes
-    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(len(checks))]
-    for thread in threads:
+    threads = []
+    begin = clock()
+    for index in range(len(checks)):
+        thread = threading.Thread(target=attempt, args=(index,))
         thread.daemon = True
         thread.start()
-    for thread in threads:
-        thread.join()
-    return outcomes
+        threads.append(thread)
+    # libpq waits at least 2 s per connection and a probe may connect twice (pgbouncer): leave room for that.
+    limits = [max(timeout, 2.0) + timeout + grace for timeout in timeouts]
+    for index, thread in enumerate(threads):
+        thread.join(max(0.0, begin + limits[index] - clock()))
+    final = []
+    for index, outcome in enumerate(outcomes):
+        if outcome is None:
+            outcome = (probe_result(False, 'timeout', 'no answer within %.1fs' % limits[index]), begin, clock())
+        final.append(outcome)
+    return final
 
 
 class PollResult(object):
