@@ -183,7 +183,11 @@ options:
         description:
           - The PgBouncer admin console answers (simple query protocol), and PgBouncer is neither paused nor
             suspended (C(SHOW STATE) where the version has it, C(SHOW DATABASES) in any case).
-          - With O(checks[].pgbouncer.pool), also C(SELECT 1) through that pool.
+          - With O(checks[].pgbouncer.pool), also C(SELECT 1) through that pool. Before PgBouncer 1.21 (no C(SHOW STATE))
+            a global C(PAUSE) or C(SUSPEND) shows only there, as the query left waiting (state V(pool_waiting)),
+            so set O(checks[].pgbouncer.pool) on those versions.
+          - States reported instead of ready include V(paused), V(suspended), V(disabled), V(pool_missing),
+            V(pool_waiting) and the connection states of the C(postgres) check.
         type: dict
         suboptions:
           url:
@@ -332,7 +336,7 @@ options:
     type: float
   start_period:
     description:
-      - Seconds during which failures are expected: they neither grow the backoff nor stop the poll
+      - Seconds during which failures are expected; they neither grow the backoff nor stop the poll
         with O(fail_fast), and O(timeout) starts after this period. A success during it counts at once.
     type: float
     default: 0
@@ -348,7 +352,7 @@ options:
     default: 5
   fail_fast:
     description:
-      - Stop at once, after O(start_period), when a check is in a state that waiting cannot fix:
+      - Stop at once, after O(start_period), when a check is in a state that waiting cannot fix, namely
         V(auth_failed), V(not_allowed), V(database_missing), V(WRONGPASS), V(NOAUTH), V(NOPERM), V(DENIED),
         V(tls_error) (certificate not trusted) or V(no_executable).
       - With V(false) those states are retried until O(timeout) like any other.

@@ -65,8 +65,8 @@ def test_exited_and_oom_killed_containers_report_exit_code(containers):
     # tail buffers /dev/zero (no newline ever) until the 16 MiB limit kills it
     oom = containers.run('oom', 'exec tail /dev/zero', '--memory', '16m', '--memory-swap', '16m')
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and 'running' in (docker('inspect', '-f', '{{.State.Status}}', exited),
-                                                         docker('inspect', '-f', '{{.State.Status}}', oom)):
+    while time.monotonic() < deadline and 'running' in [docker('inspect', '-f', '{{.State.Status}}', name)
+                                                        for name in (exited, oom)]:
         time.sleep(0.2)
     result = run_module('health_poll', dict(checks=[{'name': 'exited', 'docker': {'container': exited}},
                                                     {'name': 'oom', 'docker': {'container': oom}}],
