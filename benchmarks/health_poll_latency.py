@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """How long after a service becomes ready does health_poll return?
 
 A real HTTP server on loopback answers 503 until a chosen moment, then 200.
@@ -84,7 +83,7 @@ def summary(label, delays, interval):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--runs', type=int, default=20)
     parser.add_argument('--interval', type=float, default=0.5)
     args = parser.parse_args()

@@ -23,7 +23,7 @@ description:
     and a short excerpt of what the service answered. Passwords and URL credentials are never printed.
   - The module only reads, so it runs its checks in check mode too, and always reports RV(ignore:changed=false).
 author:
-  - shipyard.webstack contributors
+  - shipyard.webstack contributors (@shipyard-webstack)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
