@@ -203,6 +203,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             server.requests += 1
             count = server.requests
             server.seen_headers.append(dict(self.headers.items()))
+            if server.started is None:
+                server.started = time.monotonic()
         status, body = server.behaviour(count, time.monotonic() - server.started)
         data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         self.send_response(status)
@@ -220,8 +222,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class HttpServer:
     """A real HTTP(S) server on 127.0.0.1:<free port>, served by a thread of the test process.
 
-    ``behaviour(request_number, seconds_since_start) -> (status, body)`` decides
-    each answer (body: str, or an object sent as JSON); change it with set().
+    ``behaviour(request_number, seconds_since_first_request) -> (status, body)``
+    decides each answer (body: str, or an object sent as JSON); change it with
+    set(). Time counts from the first request, not from set(): a module that is
+    slow to start (a loaded machine) still sees the whole scripted sequence.
     """
 
     def __init__(self, behaviour=None, tls=None):
@@ -229,7 +233,7 @@ class HttpServer:
         self.lock = threading.Lock()
         self.requests = 0
         self.seen_headers = []
-        self.started = time.monotonic()
+        self.started = None
         self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.owner = self
@@ -246,12 +250,12 @@ class HttpServer:
         return '%s://%s:%s%s' % (self.scheme, host, self.port, path)
 
     def set(self, behaviour):
-        """Answer with a new behaviour; request numbers and time restart from now."""
+        """Answer with a new behaviour; request numbers and time restart from the next request."""
         with self.lock:
             self.behaviour = behaviour
             self.requests = 0
             self.seen_headers = []
-            self.started = time.monotonic()
+            self.started = None
 
     def close(self):
         self.httpd.shutdown()

@@ -1,5 +1,6 @@
 """health_poll against real HTTP(S) servers, TCP ports and commands on loopback."""
 
+import socket
 import sys
 import time
 
@@ -160,18 +161,27 @@ def test_all_checks_must_pass_in_the_same_round(http_server):
     assert "'web'" not in result['msg']
 
 
-def test_tcp_port_opening_later():
+def wait_for(condition, timeout=30, what='condition'):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, 'timed out waiting for %s' % what
+        time.sleep(0.05)
+
+
+def test_tcp_port_opening_later(http_server):
     port = free_port()
-    proc, path = start_module('health_poll', dict(checks=[{'tcp': {'host': '127.0.0.1', 'port': port}}],
-                                                  timeout=10, **FAST))
-    import socket
-    time.sleep(0.7)
+    http_server.set(lambda n, t: (200, 'ok'))
+    # The HTTP check runs in every round with the TCP one: its requests show the rounds have started.
+    proc, path = start_module('health_poll', dict(checks=[{'tcp': {'host': '127.0.0.1', 'port': port}},
+                                                          {'http': {'url': http_server.url()}}],
+                                                  timeout=30, **FAST))
+    wait_for(lambda: http_server.requests >= 2, what='two rounds')
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(('127.0.0.1', port))
     listener.listen(5)
     try:
-        result = finish_module(proc, path, timeout=30)
+        result = finish_module(proc, path, timeout=60)
     finally:
         listener.close()
     assert result.get('failed') is not True, result['msg']
