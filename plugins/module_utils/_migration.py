@@ -430,9 +430,12 @@ def run_command(argv, env=None, cwd=None, timeout=None, kill_grace=10.0):
     """
     started = time.monotonic()
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env=command_env(env), cwd=cwd, start_new_session=True,
-                                preexec_fn=functools.partial(_die_with_parent, os.getpid()))
+        # Not AnsibleModule.run_command: it can neither put the command in its own
+        # process group (to kill the whole tree on timeout) nor tie its life to ours.
+        proc = subprocess.Popen(  # pylint: disable=ansible-bad-function
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=command_env(env), cwd=cwd, start_new_session=True,
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()))
     except OSError as exc:
         return CommandResult(error='could not start %s: %s' % (argv[0] if argv else '(empty command)', exc),
                              duration=time.monotonic() - started)
