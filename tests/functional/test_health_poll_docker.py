@@ -2,7 +2,7 @@
 
 import time
 
-from modrun import run_module
+from modrun import finish_module, run_module, start_module
 from servers import docker
 
 FAST = dict(interval=0.2, check_timeout=3)
@@ -22,15 +22,26 @@ def docker_check(name, **extra):
 
 
 def test_healthcheck_starting_then_healthy(containers):
-    name = containers.run('starting', 'sleep 1.5; touch /tmp/ready; exec sleep 300',
+    # Ready only when the test says so (docker exec), so "starting" lasts as long as needed.
+    name = containers.run('starting', 'exec sleep 300',
                           '--health-cmd', 'test -f /tmp/ready || { echo not ready yet; exit 1; }',
-                          '--health-start-period', '10s', *HEALTH)
-    result = run_module('health_poll', dict(docker_check(name), timeout=30))
+                          '--health-start-period', '60s', '--health-interval', '1500ms', '--health-timeout', '2s')
+    starting = run_module('health_poll', dict(docker_check(name), timeout=1))
+    assert starting['failed'] is True
+    check = starting['checks'][0]
+    assert check['state'] == 'starting' and check['details']['status'] == 'running'
+    assert "check 'app' (docker container %s) stuck in state 'starting'" % name in starting['msg']
+    proc, path = start_module('health_poll', dict(docker_check(name), timeout=30))
+    time.sleep(1.0)
+    docker('exec', name, 'touch', '/tmp/ready')
+    result = finish_module(proc, path)
     assert result.get('failed') is not True, result['msg']
     check = result['checks'][0]
-    assert states(check) == ['starting', 'healthy']
+    assert states(check)[-1] == 'healthy'
     assert check['details']['status'] == 'running' and check['details']['health'] == 'healthy'
-    assert check['details']['health_log'][-1]['exit_code'] == 0
+    # Docker's own health log shows the change the module waited for: failing checks, then a passing one.
+    exit_codes = [entry['exit_code'] for entry in check['details']['health_log']]
+    assert exit_codes[-1] == 0 and 1 in exit_codes, exit_codes
 
 
 def test_healthcheck_turning_unhealthy(containers):

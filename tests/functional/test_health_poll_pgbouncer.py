@@ -29,6 +29,19 @@ def global_pause_state(pgb):
     return 'paused' if version >= (1, 21) else 'pool_waiting'
 
 
+def waiting_clients(pgb):
+    """Client ports of the connections PgBouncer holds waiting for a server."""
+    columns, rows = pgb.admin('SHOW CLIENTS')
+    return [client['port'] for client in (dict(zip(columns, row)) for row in rows) if client['state'] == 'waiting']
+
+
+def wait_for(condition, timeout=30, what='condition'):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, 'timed out waiting for %s' % what
+        time.sleep(0.02)
+
+
 def pgb_check(pgb, **options):
     base = dict(host=pgb.host, port=pgb.port, user=pgb.admin_user, password=pgb.admin_password)
     base.update(options)
@@ -62,9 +75,16 @@ def test_paused_then_resumed(pgb):
         assert paused['failed'] is True and check['state'] == expected
         if expected == 'pool_waiting':
             assert 'PgBouncer is paused or suspended' in check['last_error']
-        proc, path = start_module('health_poll', dict(pgb_check(pgb, **pool_options(pgb)), timeout=20))
-        # Long enough for a first attempt to give up (libpq's shortest connect timeout is 2 s).
-        time.sleep(3.5)
+        # PgBouncer may keep listing clients that gave up while it was paused: count only new ones.
+        old_clients = set(waiting_clients(pgb))
+        proc, path = start_module('health_poll', dict(pgb_check(pgb, **pool_options(pgb)), timeout=30,
+                                                      interval=0.1, check_timeout=1))
+        seen = set()
+
+        def second_attempt_started():
+            seen.update(set(waiting_clients(pgb)) - old_clients)
+            return len(seen) >= 2  # so the first attempt has given up and reported pool_waiting
+        wait_for(second_attempt_started, what='a second attempt')
     finally:
         pgb.admin('RESUME')
     resumed = finish_module(proc, path)

@@ -28,6 +28,19 @@ def pg_isready(pg, database=None, user=None):
                            '-U', user or pg.app_user], stdout=subprocess.PIPE, check=False, timeout=30).returncode
 
 
+def log_count(pg, text):
+    """How many times the server log mentions text (rejected logins are logged as FATAL lines)."""
+    with open(pg.logfile, errors='replace') as handle:
+        return handle.read().count(text)
+
+
+def wait_for(condition, timeout=30, what='condition'):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, 'timed out waiting for %s' % what
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope='module')
 def pg_restartable(pg_module_factory):
     """A server of our own: the tests below stop, restart and reconfigure it."""
@@ -87,8 +100,9 @@ def test_max_connections_exhausted(pg_restartable):
         assert result['failed'] is True
         assert check['state'] == 'too_many_clients'
         assert 'max_connections is exhausted' in result['msg']
-        proc, path = start_module('health_poll', dict(pg_check(pg), timeout=20))
-        time.sleep(0.8)
+        before = log_count(pg, 'remaining connection slots are reserved')
+        proc, path = start_module('health_poll', dict(pg_check(pg), timeout=30))
+        wait_for(lambda: log_count(pg, 'remaining connection slots are reserved') > before, what='a refused login')
         held.pop().close()
         freed = finish_module(proc, path)
     finally:
@@ -111,8 +125,9 @@ def test_starting_up_then_ready(pg_restartable):
         assert check['state'] == 'rejecting'
         assert 'not accepting connections' in check['last_error'] or 'starting up' in check['last_error']
         assert 'starting up, shutting down or in recovery' in rejecting['msg']
+        before = log_count(pg, 'not accepting connections')
         proc, path = start_module('health_poll', dict(pg_check(pg, role='primary'), timeout=30))
-        time.sleep(1.0)
+        wait_for(lambda: log_count(pg, 'not accepting connections') > before, what='a rejected login')
     finally:
         pg.promote()
     ready = finish_module(proc, path)
