@@ -1,9 +1,17 @@
 """Inventory address filters: the one definition of a host's private address."""
 
+import os
+import sys
+
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.shipyard.webstack.plugins.filter.inventory import group_addresses, private_address
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COLLECTIONS = os.path.join(ROOT, '.cache', 'collections')
+if COLLECTIONS not in sys.path:
+    sys.path.insert(0, COLLECTIONS)
+
+from ansible_collections.shipyard.webstack.plugins.filter.inventory import group_addresses, private_address  # noqa: E402
 
 HOSTVARS = {
     'db1': {'inventory_hostname': 'db1', 'ansible_default_ipv4': {'address': '10.0.0.5'}, 'ansible_host': 'db1'},
