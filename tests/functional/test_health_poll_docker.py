@@ -45,11 +45,13 @@ def test_healthcheck_starting_then_healthy(containers):
 
 
 def test_healthcheck_turning_unhealthy(containers):
-    name = containers.run('unhealthy', 'touch /tmp/ok; sleep 1; rm /tmp/ok; exec sleep 300',
+    name = containers.run('unhealthy', 'touch /tmp/ok; exec sleep 300',
                           '--health-cmd', 'test -f /tmp/ok || { echo disk check failed; exit 1; }', *HEALTH)
-    # Wait until it has really been healthy, then until Docker marks it unhealthy.
-    first = run_module('health_poll', dict(docker_check(name), timeout=20))
+    # Healthy first; then the test breaks it and waits until Docker marks it unhealthy.
+    first = run_module('health_poll', dict(docker_check(name), timeout=30))
     assert first.get('failed') is not True, first['msg']
+    assert first['checks'][0]['state'] == 'healthy'
+    docker('exec', name, 'rm', '/tmp/ok')
     deadline = time.monotonic() + 30
     while docker('inspect', '-f', '{{.State.Health.Status}}', name) != 'unhealthy' and time.monotonic() < deadline:
         time.sleep(0.2)

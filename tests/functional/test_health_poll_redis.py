@@ -75,7 +75,8 @@ def test_loading_a_large_dataset(redis_factory):
     assert server.command('DEBUG', 'POPULATE', '1000000', 'key', '20') == '+OK'
     assert server.command('SAVE') == '+OK'
     server.stop()
-    server.args += ['--key-load-delay', '-25']
+    # Answer clients every 1 KiB loaded (default 2 MiB), or the slowed load would delay replies past timeouts.
+    server.args += ['--key-load-delay', '-25', '--loading-process-events-interval-bytes', '1024']
     server.start(wait=False)
     first = server.wait_listening()
     assert first.startswith('-LOADING'), first
