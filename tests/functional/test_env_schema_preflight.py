@@ -33,7 +33,7 @@ SCHEMA = {
 }
 
 
-def run_preflight(tmp_path, variables, verbosity=''):
+def run_preflight(tmp_path, variables, verbosity='', extra_args=()):
     playbook = tmp_path / 'play.yml'
     playbook.write_text(
         '- hosts: localhost\n  gather_facts: false\n  tasks:\n'
@@ -44,6 +44,7 @@ def run_preflight(tmp_path, variables, verbosity=''):
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, 'ansible.cfg'), ANSIBLE_NOCOLOR='1')
     cmd = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
            '-e', '@%s' % varfile, str(playbook)]
+    cmd.extend(extra_args)
     if verbosity:
         cmd.append(verbosity)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=180,
@@ -98,3 +99,32 @@ def test_missing_environment_schema_is_named(tmp_path):
 def test_no_schema_no_check(tmp_path):
     rc, out = run_preflight(tmp_path, {'app_env': {'A': 'changeme'}})
     assert rc == 0 and 'PREFLIGHT PASSED' in out, out
+
+
+def test_vaulted_values_are_checked_and_never_printed(tmp_path):
+    """app_secret_env from a vault (inline !vault values), as in real inventories."""
+    password_file = tmp_path / 'vault-pass'
+    password_file.write_text('demo-vault-password\n')
+    bin_dir = os.path.dirname(sys.executable)
+    vaulted = {}
+    for name, value in (('JWT_SECRET', 'vaulted-but-too-short-V4lu3'), ('ENCRYPTION_KEY', GOOD_SECRETS['ENCRYPTION_KEY']),
+                        ('STRIPE_KEY', 'sk_live_REPLACE_ME_with_the_real_key_0123')):
+        proc = subprocess.run([os.path.join(bin_dir, 'ansible-vault'), 'encrypt_string', '--vault-password-file',
+                               str(password_file), value, '--name', name], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              check=True, cwd=ROOT)
+        vaulted[name] = proc.stdout.decode()
+    secrets_file = tmp_path / 'secrets.yml'
+    secrets_file.write_text('app_secret_env:\n' + ''.join('  ' + text.replace('\n', '\n  ').rstrip() + '\n'
+                                                          for text in vaulted.values()))
+    variables = {'shipyard_environment': 'production', 'app_env_schema': SCHEMA,
+                 'app_env': {'NODE_ENV': 'production', 'DATABASE_URL': 'postgresql://app:Vq7pL2zR9kk@db1:6432/app'}}
+    rc, out = run_preflight(tmp_path, variables, '-vvv',
+                            extra_args=['-e', '@%s' % secrets_file, '--vault-password-file', str(password_file)])
+    assert rc == 2, out
+    flat = ' '.join(out.split())
+    assert 'in 3 place(s)' in flat, out
+    assert 'JWT_SECRET: must be at least 64 characters long (it has 27)' in flat
+    assert 'STRIPE_KEY: looks like a placeholder value: set the real value' in flat
+    assert 'ENCRYPTION_KEY' not in flat.split('place(s):')[1]
+    for value in ('vaulted-but-too-short-V4lu3', GOOD_SECRETS['ENCRYPTION_KEY'], 'REPLACE_ME_with'):
+        assert value not in out
