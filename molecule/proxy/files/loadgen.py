@@ -4,7 +4,7 @@
 Usage: loadgen.py URL HOSTHEADER RESULT_JSON WARM_FILE STOP_FILE
 Four workers: two reuse keep-alive connections, two open a new connection per request.
 Writes WARM_FILE after WARM requests; once STOP_FILE exists it makes AFTER more requests
-and stops. Hard bounds: MAX_REQUESTS in all and MAX_SECONDS. Only loopback is targeted.
+and stops. Hard bounds: MAX_REQUESTS in all, MAX_SECONDS, and a paced rate. Only loopback is targeted.
 
 A failed request is any exception or any answer other than 200 with a slot in the body.
 Like every HTTP client (browsers, urllib3), a request whose *reused* idle keep-alive
@@ -21,7 +21,8 @@ import time
 from urllib.parse import urlsplit
 
 URL, HOST, RESULT, WARM_FILE, STOP_FILE = sys.argv[1:6]
-WARM, AFTER, MAX_REQUESTS, MAX_SECONDS = 500, 800, 20000, 60
+WARM, AFTER, MAX_REQUESTS, MAX_SECONDS = 500, 1000, 100000, 300
+PER_WORKER_RATE = 100.0  # requests per second and worker, at most (400/s in all)
 parts = urlsplit(URL)
 assert parts.hostname in ('127.0.0.1', '::1', 'localhost'), 'loopback only'
 CTX = ssl._create_unverified_context()  # pylint: disable=protected-access
@@ -81,8 +82,12 @@ def record(status, body, error):
 def worker(keepalive, n):
     conn = connect() if keepalive else None
     i = 0
+    t0 = time.monotonic()
     while more():
         i += 1
+        delay = t0 + i / PER_WORKER_RATE - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
         path = '/api/load/%d/%d' % (n, i)
         status, body, error = None, b'', None
         try:
