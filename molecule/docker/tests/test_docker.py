@@ -10,7 +10,8 @@ RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(os.environ['MOLECULE_INVEN
 testinfra_hosts = RUNNER.get_hosts('app')
 
 STORAGE_DRIVER = 'overlay2'  # molecule.yml: docker_storage_driver
-REGISTRY = 'registry.test:5000'
+REGISTRY = 'docker-deb12:5000'
+APP_IMAGE = REGISTRY + '/shipyard/app:v1'
 CA_FILE = os.path.join(os.environ['MOLECULE_EPHEMERAL_DIRECTORY'], 'test-ca', 'ca.crt')
 PORT = 8000
 
@@ -71,7 +72,7 @@ def wait_healthy(host, name, timeout=60):
 
 def test_app_container_from_the_moved_image(host):
     inspect = json.loads(host.check_output('docker inspect app-web'))[0]
-    assert inspect['Config']['Image'] == 'shipyard-test/app:v1'
+    assert inspect['Config']['Image'] == APP_IMAGE
     assert inspect['State']['Running']
     # Hardened: read-only root, no capabilities, non-root user from the image.
     assert inspect['HostConfig']['ReadonlyRootfs'] is True
@@ -100,3 +101,23 @@ def test_live_restore_keeps_containers_across_a_daemon_restart():
     host.check_output('systemctl restart docker')
     after = json.loads(host.check_output('docker inspect app-web'))[0]['State']
     assert after['Running'] and after['Pid'] == before['Pid'] and after['StartedAt'] == before['StartedAt']
+
+
+def test_registry_login_is_stored_for_root(host):
+    config = host.file('/root/.docker/config.json')
+    assert config.mode == 0o600
+    assert REGISTRY in json.loads(config.content_string)['auths']
+
+
+def test_image_was_pulled_through_the_registry(host):
+    # deb13 never had the image moved in: it pulled it, over TLS checked against the
+    # CA the role installed, with the login the role made.
+    image = json.loads(host.check_output('docker image inspect %s' % APP_IMAGE))[0]
+    assert any(d.startswith(REGISTRY + '/shipyard/app@sha256:') for d in image['RepoDigests']), image['RepoDigests']
+
+
+def test_registry_refuses_a_pull_without_the_login(host):
+    # Same daemon (same CA), no credentials: the registry's htpasswd auth says no.
+    out = host.run('DOCKER_CONFIG=$(mktemp -d) docker pull %s/shipyard/app:missing-tag' % REGISTRY)
+    assert out.rc != 0
+    assert 'no basic auth credentials' in out.stderr or 'unauthorized' in out.stderr, out.stderr
