@@ -20,7 +20,7 @@ description:
     newline is written first.
   - "The record's keys, in this order: C(when), C(event), C(release), C(digest), C(result), C(who), C(host),
     C(run_id), C(durations), C(migrations), C(extra); empty ones are left out."
-  - The free-form fields O(durations), O(migrations) and O(extra) are redacted before they are written:
+  - The free-form fields O(durations), O(migrations) and O(extra) are redacted before they are written;
     values under keys that look secret (C(password), C(token), C(secret), C(api_key), C(dsn), ...), the
     values in O(secrets), URL credentials and C(password=...) pairs inside strings are masked, in the file,
     in the result and in the invocation shown at C(-vvv). A string longer than 4096 characters keeps its end
@@ -92,11 +92,11 @@ options:
     type: str
   run_id:
     description:
-      - The run's identifier (the deploy lock's O(shipyard.webstack.deploy_lock#module:run_id)).
+      - The run's identifier (the O(shipyard.webstack.deploy_lock#module:run_id) of the deploy lock).
     type: str
   durations:
     description:
-      - Durations in seconds by phase, for example C({pull: 12.1, migrate: 3.4, rollout: 40.2}).
+      - Durations in seconds by phase, for example C(pull=12.1), C(migrate=3.4), C(rollout=40.2).
     type: dict
   migrations:
     description:

