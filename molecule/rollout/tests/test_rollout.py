@@ -1,0 +1,97 @@
+"""The app tier after converge (v1 deployed) and after side_effect (v2, broken, bad-migration,
+rollback to v1, v1 again): both leave v1 serving through nginx on both app hosts."""
+
+import json
+import os
+
+import testinfra.utils.ansible_runner
+
+RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(os.environ['MOLECULE_INVENTORY_FILE'])
+testinfra_hosts = RUNNER.get_hosts('app')
+
+APP = 'shop'
+VERSION = '1.0.0'
+PORTS = {'blue': 18000, 'green': 18100}  # molecule.yml: host_port 18000, app_slot_port_offset 100
+
+
+def containers(host):
+    names = host.check_output("docker ps --filter label=org.shipyard.webstack.app=%s --format '{{.Names}}'" % APP)
+    return sorted(names.split())
+
+
+def inspect(host, name):
+    return json.loads(host.check_output('docker inspect %s' % name))[0]
+
+
+def active_slot(host):
+    return host.file('/var/lib/shipyard/proxy/web.slot').content_string.strip()
+
+
+def test_one_web_and_one_worker_run(host):
+    running = containers(host)
+    assert len(running) == 2, running
+    assert running[0].startswith(APP + '-web-') and running[1].startswith(APP + '-worker-')
+    # The web container is the slot nginx serves.
+    assert running[0] == '%s-web-%s' % (APP, active_slot(host))
+
+
+def test_proxy_serves_the_release_with_a_healthy_backend(host):
+    out = json.loads(host.check_output('curl -sf http://127.0.0.1/api/version'))
+    assert out['version'] == VERSION
+    assert out['schema'] in ('current', 'ahead')  # after the rollback the schema is v2's (ahead)
+    health = json.loads(host.check_output('curl -sf http://127.0.0.1/api/health'))
+    assert health['status'] == 'ok'
+    assert health['checks']['database']['status'] == 'ok' and health['checks']['redis']['status'] == 'ok'
+
+
+def test_web_container_is_hardened_and_published_on_loopback(host):
+    slot = active_slot(host)
+    info = inspect(host, '%s-web-%s' % (APP, slot))
+    hc = info['HostConfig']
+    assert hc['ReadonlyRootfs'] is True
+    assert hc['CapDrop'] == ['ALL']
+    assert 'no-new-privileges' in hc['SecurityOpt']
+    assert hc['Memory'] == 256 * 1024 * 1024
+    assert hc['NanoCpus'] == 500000000
+    assert hc['RestartPolicy']['Name'] == 'always'
+    assert hc['LogConfig'] == {'Type': 'json-file', 'Config': {'max-file': '5', 'max-size': '10m'}}
+    assert '/tmp' in hc['Tmpfs']
+    assert hc['PortBindings'] == {'8000/tcp': [{'HostIp': '127.0.0.1', 'HostPort': str(PORTS[slot])}]}
+    assert info['Config']['User'] == '10001:10001'  # the image's non-root user
+    assert info['Config']['StopTimeout'] == 15
+    labels = info['Config']['Labels']
+    assert labels['org.shipyard.webstack.slot'] == slot
+    assert labels['org.shipyard.webstack.release'].startswith('sha256:')
+
+
+def test_env_file_is_secret_and_has_the_urls(host):
+    env = host.file('/etc/shipyard/%s/app.env' % APP)
+    assert env.user == 'root' and env.mode == 0o600
+    lines = dict(line.split('=', 1) for line in env.content_string.splitlines() if line and not line.startswith('#'))
+    assert lines['DATABASE_URL'].startswith('postgresql://app:') and ':6432/app' in lines['DATABASE_URL']
+    assert lines['DIRECT_URL'].startswith('postgresql://app:') and ':5432/app' in lines['DIRECT_URL']
+    assert lines['REDIS_URL'].startswith('redis://app:') and lines['REDIS_URL'].endswith(':6379/0')
+
+
+def test_worker_beats(host):
+    worker = [c for c in containers(host) if '-worker-' in c][0]
+    assert inspect(host, worker)['State']['Health']['Status'] == 'healthy'
+
+
+def test_release_history(host):
+    history = host.file('/var/lib/shipyard/%s/releases.json' % APP)
+    assert history.user == 'root' and history.mode == 0o640
+    releases = json.loads(history.content_string)['releases']
+    assert releases, 'empty history'
+    last = releases[-1]
+    assert last['result'] == 'ok' and last['version'] == VERSION
+    for key in ('release', 'image', 'image_id', 'time', 'by', 'fingerprint', 'action'):
+        assert key in last, key
+    assert last['by'] == 'molecule'
+    # A release never appears twice in a row with the same result: a repeated deploy writes nothing.
+    pairs = [(r['release'], r['result']) for r in releases]
+    assert all(a != b for a, b in zip(pairs, pairs[1:])), pairs
+    # Every good release of the history still has its image (rollback targets are kept).
+    for entry in releases:
+        if entry['result'] == 'ok':
+            host.check_output('docker image inspect %s' % entry['image_id'])
