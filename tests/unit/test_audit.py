@@ -60,7 +60,7 @@ def test_append_creates_with_mode_and_appends(tmp_path):
     path = str(tmp_path / 'audit.jsonl')
     created, written = audit.append_line(path, b'{"a":1}\n', 0o640)
     assert created and written == 8 and os.stat(path).st_mode & 0o777 == 0o640
-    created, _ = audit.append_line(path, b'{"a":2}\n', 0o600)
+    created, _written = audit.append_line(path, b'{"a":2}\n', 0o600)
     assert not created and os.stat(path).st_mode & 0o777 == 0o640  # an existing file keeps its mode
     with open(path, 'rb') as handle:
         assert handle.read() == b'{"a":1}\n{"a":2}\n'
@@ -70,7 +70,7 @@ def test_append_after_a_cut_line_starts_a_new_line(tmp_path):
     path = str(tmp_path / 'audit.jsonl')
     with open(path, 'wb') as handle:
         handle.write(b'{"a":1}\n{"cut sho')
-    _, written = audit.append_line(path, b'{"a":3}\n')
+    _created, written = audit.append_line(path, b'{"a":3}\n')
     assert written == 9
     with open(path, 'rb') as handle:
         assert handle.read() == b'{"a":1}\n{"cut sho\n{"a":3}\n'

@@ -192,7 +192,7 @@ def test_guarded_read_decide_create_has_one_winner(tmp_path):
         proc.start()
     for proc in procs:
         proc.join(30)
-    outcomes = dict(results.get(timeout=5) for _ in procs)
+    outcomes = dict(results.get(timeout=5) for _proc in procs)
     winners = [run for run, won in outcomes.items() if won]
     assert len(winners) == 1
     assert lk.read_lock(path)['run_id'] == winners[0]
