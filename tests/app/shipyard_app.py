@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The reference app of shipyard.webstack's tests: a small web app with a database and Redis.
 
 Standard library only, plus psycopg2 (Debian's python3-psycopg2) for PostgreSQL; Redis
@@ -166,7 +165,7 @@ def resp_read(stream):
         return data[:-2].decode(errors='replace')
     if kind == b'*':
         size = int(rest)
-        return None if size < 0 else [resp_read(stream) for _ in range(size)]
+        return None if size < 0 else [resp_read(stream) for dummy in range(size)]
     raise ConnectionError('unexpected reply from redis: %r' % line[:40])
 
 

@@ -86,8 +86,8 @@ class Apps:
     def start(self, tag, *command, env=None, options=()):
         """A detached container; returns its name."""
         name = 'shipyard-app-%s' % uuid.uuid4().hex[:8]
-        docker('run', '-d', '--name', name, *(HARDENED + list(options) + self._env_args(env or {})
-                                               + [IMAGES[tag]] + list(command)))
+        argv = HARDENED + list(options) + self._env_args(env or {}) + [IMAGES[tag]] + list(command)
+        docker('run', '-d', '--name', name, *argv)
         self.names.append(name)
         return name
 

@@ -190,7 +190,7 @@ def test_web_serves_and_drains_on_sigterm(monkeypatch):
     port = sock.getsockname()[1]
     sock.close()
     handlers = {}
-    monkeypatch.setattr(app.signal, 'signal', lambda signum, handler: handlers.__setitem__(signum, handler))
+    monkeypatch.setattr(app.signal, 'signal', handlers.__setitem__)
     result = {}
     env = {'PORT': str(port), 'HOST': '127.0.0.1', 'SHUTDOWN_TIMEOUT': '10'}
     thread = threading.Thread(target=lambda: result.setdefault('rc', app.cmd_web(env)))
