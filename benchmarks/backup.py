@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(ROOT, 'tests', 'functional'))
 
 from pgservers import PostgresServer, pg_bindir  # noqa: E402  pylint: disable=wrong-import-position
 
-PROGRAM = os.path.join(ROOT, 'roles', 'db_backup', 'files', 'shipyard-db-backup')
+PROGRAM = os.path.join(ROOT, 'roles', 'db_backup', 'files', 'shipyard_db_backup.py')
 GOAL = 1.6
 
 

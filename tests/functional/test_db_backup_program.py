@@ -21,7 +21,7 @@ import pytest
 from pgservers import pg_bindir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PROGRAM = os.path.join(ROOT, 'roles', 'db_backup', 'files', 'shipyard-db-backup')
+PROGRAM = os.path.join(ROOT, 'roles', 'db_backup', 'files', 'shipyard_db_backup.py')
 ODD_DB = 'odd name-ü'
 
 

@@ -8,7 +8,7 @@ import os
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PROGRAM = os.path.join(ROOT, 'roles', 'db_backup', 'files', 'shipyard-db-backup')
+PROGRAM = os.path.join(ROOT, 'roles', 'db_backup', 'files', 'shipyard_db_backup.py')
 
 
 def _load():
@@ -46,7 +46,7 @@ def test_newest_successful_backup_is_never_deleted():
 
 def test_no_rule_keeps_everything():
     backups = [b('a', 1), b('b', 400)]
-    keep, delete, _ = dbb.select_retention(backups, NOW, days=0)
+    keep, delete, _reasons = dbb.select_retention(backups, NOW, days=0)
     assert keep == ['a', 'b'] and delete == []
 
 
@@ -70,7 +70,7 @@ def test_daily_weekly_monthly_keep_newest_of_each_bucket():
 
 def test_counts_combine_with_days():
     backups = [b('n%02d' % n, n) for n in range(60)]
-    keep, _, reasons = dbb.select_retention(backups, NOW, days=10, monthly=2)
+    keep, _delete, reasons = dbb.select_retention(backups, NOW, days=10, monthly=2)
     assert set('n%02d' % n for n in range(10)) <= set(keep)
     assert 'n23' in keep and 'monthly' in reasons['n23']
     assert 'n30' not in keep
@@ -86,14 +86,14 @@ def test_labelled_backups_have_their_own_count():
 
 def test_labelled_never_push_out_the_newest_scheduled_one():
     backups = [b('l%d' % n, n * 0.1, 'r%d' % n) for n in range(5)] + [b('s', 90)]
-    keep, _, reasons = dbb.select_retention(backups, NOW, days=30, labelled_keep=1)
+    keep, _delete, reasons = dbb.select_retention(backups, NOW, days=30, labelled_keep=1)
     assert 's' in keep and 'newest scheduled' in reasons['s']
     assert [k for k in keep if k.startswith('l')] == ['l0']
 
 
 def test_labelled_keep_zero_still_keeps_one():
     backups = [b('l1', 1, 'x'), b('l2', 2, 'y')]
-    keep, delete, _ = dbb.select_retention(backups, NOW, labelled_keep=0)
+    keep, delete, _reasons = dbb.select_retention(backups, NOW, labelled_keep=0)
     assert keep == ['l1'] and delete == ['l2']
 
 

@@ -1,10 +1,11 @@
-#!/usr/bin/python3
 # -*- coding: utf-8 -*-
 # Copyright (c) 2026, shipyard.webstack contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """shipyard-db-backup: scheduled, verified, restorable PostgreSQL backups.
 
-Installed by the shipyard.webstack.db_backup role; standard library only.
+Installed by the shipyard.webstack.db_backup role as
+/usr/local/lib/shipyard-db-backup/shipyard_db_backup.py, run through the wrapper
+/usr/local/sbin/shipyard-db-backup (python3 -I); standard library only.
 
   shipyard-db-backup run [--label L] [--wait SECONDS]   dump every database + globals, verify, prune
   shipyard-db-backup prune                              apply retention (refuses while a run holds the lock)
@@ -515,8 +516,8 @@ class Program:
         for b in backups:
             if b['id'] == which:
                 return b
-        raise BackupError('no backup %r in %s (have: %s)' % (which, self.backup_dir,
-                                                            ', '.join(b['id'] for b in backups[:10])))
+        have = ', '.join(b['id'] for b in backups[:10])
+        raise BackupError('no backup %r in %s (have: %s)' % (which, self.backup_dir, have))
 
     # -- verification
     def verify_file(self, path, expected_sha=None, full_read=True):
@@ -933,7 +934,7 @@ DEFAULT_CONFIG = '/etc/shipyard-db-backup/config.json'
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='shipyard-db-backup', description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(prog='shipyard-db-backup', description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--config', default=os.environ.get('SHIPYARD_DB_BACKUP_CONFIG', DEFAULT_CONFIG))
     parser.add_argument('--version', action='version', version=VERSION)
     sub = parser.add_subparsers(dest='cmd', required=True)
@@ -991,8 +992,8 @@ def main(argv=None):
                                   for b in backups], indent=2))
             else:
                 for b in backups:
-                    print('%-40s %-20s %12d  %s' % (b['id'], iso(b['time']), b['manifest'].get('total_size', 0),
-                                                   b['label'] or ''))
+                    size = b['manifest'].get('total_size', 0)
+                    print('%-40s %-20s %12d  %s' % (b['id'], iso(b['time']), size, b['label'] or ''))
             return EX_OK
         if args.cmd == 'restore':
             backup = prog.restore(args.backup, args.database, args.into, jobs=args.jobs, check_only=args.check)
