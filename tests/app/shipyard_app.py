@@ -15,7 +15,7 @@ file, so ``docker run IMAGE migrate`` works):
 Environment: PORT, FRONTEND_PORT, HOST (0.0.0.0), DATABASE_URL (through PgBouncer),
 DIRECT_URL (straight to PostgreSQL, for migrations), REDIS_URL (redis:// or rediss://),
 HEALTH_TIMEOUT (2 s), SHUTDOWN_TIMEOUT (25 s), STARTUP_DELAY (0 s), WORKER_INTERVAL (2 s),
-WORKER_NAME (hostname), MIGRATE_LOCK_KEY, MIGRATE_LOCK_TIMEOUT (60 s), MIGRATIONS_DIR,
+WORKER_NAME (hostname), HEARTBEAT_MAX_AGE (max(3 x WORKER_INTERVAL, 10 s)), MIGRATE_LOCK_KEY, MIGRATE_LOCK_TIMEOUT (60 s), MIGRATIONS_DIR,
 HEALTHCHECK_PATH (/api/health?quick=true).
 """
 
@@ -711,7 +711,7 @@ def cmd_healthcheck(env):
         except OSError:
             print('no heartbeat yet')
             return 1
-        limit = max(3 * interval, 10)
+        limit = env_number(env, 'HEARTBEAT_MAX_AGE', max(3 * interval, 10.0), minimum=0.1)
         print('last heartbeat %.1fs ago (limit %ss)' % (age, limit))
         return 0 if age <= limit else 1
     port = env.get('PORT') or '8000'

@@ -143,7 +143,7 @@ def wait_listening(port, timeout=20):
 def web(apps, tag, env, **extra):
     port = free_port()
     name = apps.start(tag, 'web', env=dict(env, PORT=str(port), **extra),
-                      options=['--health-interval', '1s', '--health-start-period', '0s'])
+                      options=['--health-interval', '1s', '--health-start-period', '1s'])
     wait_listening(port)
     return name, port
 
@@ -310,7 +310,7 @@ def test_two_ports_from_one_container(env, apps):
 def test_worker_beats_and_stops_cleanly_on_sigterm(stack, env, apps):
     assert apps.run('v1', 'migrate', env=env)[0] == 0
     name = apps.start('v1', 'worker', env=dict(env, WORKER_INTERVAL='0.5', WORKER_NAME='w1'),
-                      options=['--health-interval', '1s', '--health-start-period', '0s'])
+                      options=['--health-interval', '1s', '--health-start-period', '1s'])
     wait_health(name, 'healthy', timeout=20)
     deadline = time.monotonic() + 15
     beats = 0
@@ -328,9 +328,10 @@ def test_worker_beats_and_stops_cleanly_on_sigterm(stack, env, apps):
 
 
 def test_worker_without_its_database_turns_unhealthy(env, apps):
-    bad = dict(env, DATABASE_URL=env['DATABASE_URL'].rsplit('/', 1)[0] + '/no_such_db', WORKER_INTERVAL='0.5')
-    # Heartbeats fail; the Docker health check sees no fresh heartbeat (limit 10 s).
-    name = apps.start('v1', 'worker', env=bad, options=['--health-interval', '1s', '--health-start-period', '0s',
+    bad = dict(env, DATABASE_URL=env['DATABASE_URL'].rsplit('/', 1)[0] + '/no_such_db', WORKER_INTERVAL='0.5',
+               HEARTBEAT_MAX_AGE='2')
+    # Heartbeats fail; the Docker health check sees no fresh heartbeat.
+    name = apps.start('v1', 'worker', env=bad, options=['--health-interval', '1s', '--health-start-period', '1s',
                                                         '--health-retries', '2'])
     seen = wait_health(name, 'unhealthy', timeout=20)
     assert 'healthy' not in seen
