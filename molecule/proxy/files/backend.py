@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Test backend for the proxy scenario: answers which slot and port it is.
 
 Usage: backend.py SLOT-PORT   (e.g. blue-18000; a slot named 'fail' answers 503 to everything)

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Bounded load through the proxy while a slot switch happens (test scaffolding).
 
 Usage: loadgen.py URL HOSTHEADER RESULT_JSON WARM_FILE STOP_FILE
@@ -108,7 +107,7 @@ def worker(keepalive, n):
             else:
                 c = connect()
                 try:
-                    status, body, _ = once(c, path)
+                    status, body, _hdr = once(c, path)
                 finally:
                     c.close()
         except Exception as exc:  # pylint: disable=broad-except
