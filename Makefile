@@ -8,9 +8,11 @@ VENV := .venv
 CACHE := $(HOME)/.cache/shipyard-webstack
 export SHIPYARD_CACHE ?= $(CACHE)
 
-.PHONY: help venv testbed test unit functional lint sanity build molecule clean-hosts
+.PHONY: help venv testbed test unit functional lint sanity build molecule clean-hosts demo demo-down
 
 help:
+	@echo "make demo       the whole stack + the reference app on a throwaway local host; prints the URL"
+	@echo "make demo-down  remove the demo host and its network"
 	@echo "make test       run the whole suite (what CI runs), printing each stage's time"
 	@echo "make venv       create .venv with the pinned tools"
 	@echo "make testbed    make sure Docker answers; build the systemd test-host images"
@@ -57,3 +59,9 @@ molecule: venv
 clean-hosts:
 	-docker rm -f $$(docker ps -aq --filter label=owner=shipyard-molecule) 2>/dev/null
 	-docker network rm $$(docker network ls -q --filter label=owner=shipyard-molecule) 2>/dev/null
+
+demo: venv
+	scripts/demo up
+
+demo-down: venv
+	scripts/demo down
