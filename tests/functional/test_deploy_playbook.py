@@ -1,0 +1,158 @@
+"""playbooks/deploy.yml run by ansible-playbook for real, on the controller as its only host (connection
+local, temporary lock and audit paths): the preflight rejects bad environments naming every violation
+and changing nothing; a phase that fails still releases the deploy lock (the final play always runs);
+a deploy started while another holds the lock fails naming the holder, or waits for it.
+
+Only the plays tagged `always` plus `verify` run (--tags verify): no role touches the machine.
+Cost: ~6 ansible-playbook runs, about a minute on a loaded 2-core machine."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from modrun import ROOT
+
+BIN = os.path.dirname(sys.executable)
+SECRET = 'Vq3rT8zL0pW6nB2mK9xC4'   # never in any output
+
+
+def inventory(tmp_path, **over):
+    host = {
+        'ansible_connection': 'local',
+        'ansible_python_interpreter': sys.executable,
+        'shipyard_environment': 'production',
+        'app_image_repository': 'registry.example.com/shop/app',
+        'app_image_tag': '1.4.2',
+        'app_postgres_host': 'db.example.internal',
+        'app_redis_url_enabled': False,
+        'app_database_password': SECRET,
+        'app_processes': {'web': {'command': ['web'], 'health': {'path': '/api/health'},
+                                  'ports': [{'container_port': 8000, 'host_port': 18000}]}},
+        'proxy_http_port': _closed_port(),
+        'proxy_tls_enabled': False,
+        'deploy_lock_path': str(tmp_path / 'deploy.lock'),
+        'deploy_audit_log_path': str(tmp_path / 'audit.jsonl'),
+        'shipyard_health_timeout': 2,
+    }
+    host.update(over)
+    inv = {'all': {'children': {'app': {'hosts': {'h1': host}}}}}
+    path = tmp_path / 'inventory.json'
+    path.write_text(json.dumps(inv))
+    return str(path)
+
+
+def _closed_port():
+    import socket
+    sock = socket.socket()
+    sock.bind(('127.0.0.1', 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def deploy(inv, *args, owner='bob@ci', run_id=None, timeout=300):
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, 'ansible.cfg'), ANSIBLE_NOCOLOR='1',
+               SHIPYARD_DEPLOY_OWNER=owner)
+    if run_id:
+        env['SHIPYARD_DEPLOY_RUN_ID'] = run_id
+    cmd = [os.path.join(BIN, 'ansible-playbook'), '-i', inv, os.path.join(ROOT, 'playbooks', 'deploy.yml'),
+           '--tags', 'verify'] + list(args)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          timeout=timeout, check=False)
+    return proc.returncode, proc.stdout.decode('utf-8', 'replace')
+
+
+def lock_module(tmp_path, args):
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, 'ansible.cfg'), ANSIBLE_NOCOLOR='1')
+    cmd = [os.path.join(BIN, 'ansible'), 'localhost', '-c', 'local', '-e',
+           'ansible_python_interpreter=%s' % sys.executable, '-m', 'shipyard.webstack.deploy_lock', '-a',
+           json.dumps(dict(args, path=str(tmp_path / 'deploy.lock')))]
+    return subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120,
+                          check=False)
+
+
+BAD_ENVIRONMENTS = {
+    'clashing ports, weak secrets, bad image, no canary': (
+        {'proxy_http_port': 18100, 'app_image_repository': 'Registry.Example.com/Shop App',
+         'app_rollout_serial': [2, '100%'], 'app_database_password': 'changeme',
+         'redis_password': 'short1', 'deploy_policy': {'require_tls': True, 'min_secret_length': 20, 'canary': 1}},
+        ['proxy_http_port and app_processes.web.ports[http] (green slot) all use port 18100 on host h1',
+         'app_image_repository and app_image_tag on h1 do not form a valid image reference',
+         'app_rollout_serial starts with a batch of 2',
+         'proxy_tls_enabled is false on h1',
+         'app_database_sslmode on h1 must be one of',
+         'app_database_password is 8 characters, at least 20 are required',
+         'redis_password is 6 characters, at least 20 are required'],
+        ['changeme', 'short1']),
+    'env schema and missing database': (
+        {'app_postgres_host': '', 'app_env': {'NODE_ENV': 'development'},
+         'app_secret_env': {'JWT_SECRET': 'tooShortJwt'},
+         'app_env_schema': {'production': {'NODE_ENV': {'required': True, 'allowed': ['production']},
+                                           'JWT_SECRET': {'required': True, 'min_length': 64},
+                                           'ENCRYPTION_KEY': {'required': True, 'length': 32}}}},
+        ["no host in 'postgres' and neither app_postgres_host nor app_database_url is set",
+         'NODE_ENV', 'JWT_SECRET', 'ENCRYPTION_KEY'],
+        ['tooShortJwt', 'development']),
+    'pools larger than postgres allows': (
+        {'deploy_policy': {'require_backup_before_migrations': True}, 'app_backup_before_migrations': False,
+         'app_processes': {'web': {'command': ['web'], 'ports': [{'container_port': 8000}]}, 'Bad Name': {}}},
+        ["policy (production requires the pre-migration backup): no host in 'db_backup'",
+         'app_backup_before_migrations is false on h1',
+         'app_processes on h1:'],
+        []),
+}
+
+
+@pytest.mark.parametrize('case', sorted(BAD_ENVIRONMENTS))
+def test_preflight_rejects_bad_environments_naming_every_violation(tmp_path, case):
+    over, expected, values = BAD_ENVIRONMENTS[case]
+    rc, out = deploy(inventory(tmp_path, **over))
+    assert rc != 0, out
+    assert 'The preflight found' in out, out
+    for text in expected:
+        assert text in out, '%r missing from:\n%s' % (text, out)
+    for value in values + [SECRET]:
+        assert value not in out.replace('app_database_password', ''), value
+    # Nothing changed: no lock taken, no audit line.
+    assert not (tmp_path / 'deploy.lock').exists()
+    assert not (tmp_path / 'audit.jsonl').exists()
+    assert 'Take the deploy lock' not in out
+
+
+def test_failed_phase_still_releases_the_lock_and_audits(tmp_path):
+    rc, out = deploy(inventory(tmp_path), run_id='run-failing-verify')
+    assert rc != 0, out
+    assert 'took the deploy lock' in out, out
+    assert 'verify on h1' in out and 'The deploy failed; the lock was released.' in out, out
+    assert not (tmp_path / 'deploy.lock').exists(), 'the lock survived a failed deploy'
+    lines = [json.loads(line) for line in (tmp_path / 'audit.jsonl').read_text().splitlines()]
+    assert [(r['result'], r['run_id'], r['who']) for r in lines] == [('failed', 'run-failing-verify', 'bob@ci')]
+    assert SECRET not in out
+
+
+def test_second_deploy_fails_naming_the_first_owner_then_waits(tmp_path):
+    held = lock_module(tmp_path, {'run_id': 'first-run', 'owner': 'alice@laptop', 'label': 'deploy.yml app:1.4.1',
+                                  'ttl': 600})
+    assert held.returncode == 0, held.stdout
+    inv = inventory(tmp_path, proxy_http_port=_closed_port())
+    rc, out = deploy(inv, run_id='second-run')
+    assert rc != 0
+    assert 'held by another run: alice@laptop' in out and 'first-run' in out, out
+    assert json.loads((tmp_path / 'deploy.lock').read_text())['run_id'] == 'first-run'
+
+    # With deploy_lock_wait the second run waits until the first releases, then goes on.
+    def release_later():
+        time.sleep(4)
+        lock_module(tmp_path, {'state': 'released', 'run_id': 'first-run'})
+    thread = threading.Thread(target=release_later)
+    thread.start()
+    rc, out = deploy(inv, '-e', 'deploy_lock_wait=120', run_id='second-run')
+    thread.join()
+    assert 'took the deploy lock' in out, out
+    assert 'waited' in out or 'second-run' in out
+    assert not (tmp_path / 'deploy.lock').exists()
