@@ -12,11 +12,38 @@ import re
 MASK = '********'
 
 # scheme://user:password@host -> scheme://user:********@host
-_URL_CREDENTIALS = re.compile(r'(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*):(?P<secret>[^@\s/]*)@')
-# password=..., PGPASSWORD=..., "password": "..." (key/value pairs in DSNs, env dumps and JSON)
-_KEY_VALUE = re.compile(
-    r'(?P<key>\b[\w.-]*(?:password|passwd|secret|token|api_?key)[\w.-]*\b["\']?\s*[=:]\s*["\']?)'
-    r'(?P<secret>[^\s"\',;&]+)', re.I)
+# The look-behinds make each pattern start only at a token boundary, so the
+# scan stays linear on long unbroken text (a log line of 200 KB of base64).
+_URL_CREDENTIALS = re.compile(
+    r'(?<![a-zA-Z0-9+.-])(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*):(?P<secret>[^@\s/]*)@')
+# password=..., PGPASSWORD=..., "password": "..." (key/value pairs in DSNs, env dumps and JSON):
+# any key/value pair is matched, and masked when its key names a secret.
+_KEY_SEP = re.compile(r'(?<![\w.-])(?P<key>[\w.-]+)(?P<sep>["\']?\s*[=:]\s*["\']?)')
+_VALUE = re.compile(r'[^\s"\',;&]+')
+_SECRET_KEY = re.compile(r'password|passwd|secret|token|api_?key', re.I)
+
+
+def _mask_secret_pairs(text):
+    """Mask the values of key=value / key: value pairs whose key names a secret.
+
+    A pair whose key is harmless is stepped over only up to its separator, so a
+    secret pair inside its value ("failed: password=x") is still found.
+    """
+    out = []
+    pos = 0
+    while True:
+        match = _KEY_SEP.search(text, pos)
+        if match is None:
+            out.append(text[pos:])
+            return ''.join(out)
+        out.append(text[pos:match.end()])
+        pos = match.end()
+        if _SECRET_KEY.search(match.group('key')):
+            value = _VALUE.match(text, pos)
+            if value:
+                out.append(MASK)
+                pos = value.end()
+
 
 # Secrets shorter than this are not searched for in free text: masking every
 # "a" in a log would destroy it and protect nothing.
@@ -32,7 +59,7 @@ def redact(text, secrets=()):
     for secret in sorted((s for s in secrets if s and len(str(s)) >= MIN_SECRET_LEN), key=len, reverse=True):
         text = text.replace(str(secret), MASK)
     text = _URL_CREDENTIALS.sub(lambda m: '%s:%s@' % (m.group('head'), MASK), text)
-    text = _KEY_VALUE.sub(lambda m: m.group('key') + MASK, text)
+    text = _mask_secret_pairs(text)
     return text
 
 

@@ -44,3 +44,13 @@ def test_tail_cuts_at_a_line_start():
     assert tail(text, 20) == 'last line\n'
     assert tail('short', 100) == 'short'
     assert tail(None) == ''
+
+
+def test_secret_pair_inside_a_harmless_pairs_value_is_masked():
+    # "failed: password=..." — the harmless pair must not swallow the secret one.
+    assert redact('migrate failed: password=hunter22 rejected') == 'migrate failed: password=%s rejected' % MASK
+
+
+def test_long_unbroken_text_is_left_alone():
+    blob = 'x' * 50000 + ' a:' * 20000
+    assert redact(blob) == blob
