@@ -23,6 +23,12 @@ def inspect(host, name):
     return json.loads(host.check_output('docker inspect %s' % name))[0]
 
 
+def get_json(host, path):
+    return json.loads(host.check_output(
+        "python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' "
+        'http://127.0.0.1%s' % path))
+
+
 def active_slot(host):
     return host.file('/var/lib/shipyard/proxy/web.slot').content_string.strip()
 
@@ -36,10 +42,10 @@ def test_one_web_and_one_worker_run(host):
 
 
 def test_proxy_serves_the_release_with_a_healthy_backend(host):
-    out = json.loads(host.check_output('curl -sf http://127.0.0.1/api/version'))
+    out = get_json(host, '/api/version')
     assert out['version'] == VERSION
     assert out['schema'] in ('current', 'ahead')  # after the rollback the schema is v2's (ahead)
-    health = json.loads(host.check_output('curl -sf http://127.0.0.1/api/health'))
+    health = get_json(host, '/api/health')
     assert health['status'] == 'ok'
     assert health['checks']['database']['status'] == 'ok' and health['checks']['redis']['status'] == 'ok'
 
