@@ -11,7 +11,8 @@ testinfra_hosts = RUNNER.get_hosts('app')
 
 STORAGE_DRIVER = 'overlay2'  # molecule.yml: docker_storage_driver
 REGISTRY = 'docker-deb12:5000'
-APP_IMAGE = REGISTRY + '/shipyard/app:v1'
+APP_IMAGE = 'shipyard-test/app:v1'
+REGISTRY_IMAGE = REGISTRY + '/shipyard/busybox:1'
 CA_FILE = os.path.join(os.environ['MOLECULE_EPHEMERAL_DIRECTORY'], 'test-ca', 'ca.crt')
 PORT = 8000
 
@@ -110,14 +111,14 @@ def test_registry_login_is_stored_for_root(host):
 
 
 def test_image_was_pulled_through_the_registry(host):
-    # deb13 never had the image moved in: it pulled it, over TLS checked against the
-    # CA the role installed, with the login the role made.
-    image = json.loads(host.check_output('docker image inspect %s' % APP_IMAGE))[0]
-    assert any(d.startswith(REGISTRY + '/shipyard/app@sha256:') for d in image['RepoDigests']), image['RepoDigests']
+    # deb12 pushed it; deb13 never had it moved in: it pulled it, over TLS checked against
+    # the CA the role installed, with the login the role made.
+    image = json.loads(host.check_output('docker image inspect %s' % REGISTRY_IMAGE))[0]
+    assert any(d.startswith(REGISTRY + '/shipyard/busybox@sha256:') for d in image['RepoDigests']), image['RepoDigests']
 
 
 def test_registry_refuses_a_pull_without_the_login(host):
     # Same daemon (same CA), no credentials: the registry's htpasswd auth says no.
-    out = host.run('DOCKER_CONFIG=$(mktemp -d) docker pull %s/shipyard/app:missing-tag' % REGISTRY)
+    out = host.run('DOCKER_CONFIG=$(mktemp -d) docker pull %s/shipyard/busybox:missing-tag' % REGISTRY)
     assert out.rc != 0
     assert 'no basic auth credentials' in out.stderr or 'unauthorized' in out.stderr, out.stderr
