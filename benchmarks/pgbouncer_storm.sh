@@ -5,8 +5,12 @@
 # pgbouncer role sets them up (transaction pooling, default_pool_size 20, min_pool_size 5,
 # reserve_pool_size 5, max_db_connections 25, auth_query through a SECURITY DEFINER function)
 # are started on free loopback ports; then pgbench runs, each for DURATION seconds:
-#   1. 500 clients through PgBouncer   vs  500 clients directly to PostgreSQL: connection errors
-#   2.  50 clients through PgBouncer   vs   50 clients directly: TPS, and their ratio
+#   1. 500 clients through PgBouncer   vs  500 clients directly to PostgreSQL:
+#      - connection errors: 500 psql clients connect at once and each stays connected 2 s
+#        (a query, 2 s idle, a query); every client that cannot connect or query is counted;
+#      - pgbench with 500 clients: its TPS, or how it ended (pgbench gives up on the whole run at
+#        the first client that cannot connect, so it cannot count refused clients itself);
+#   2.  50 clients through PgBouncer   vs   50 clients directly: pgbench TPS, and their ratio
 # PgBouncer's max_client_conn is 600 here (the role's default, 200, is for the one-VPS app;
 # set pgbouncer_max_client_conn above the clients you expect).
 #
@@ -117,9 +121,8 @@ done
 export PGUSER=bench
 "$BIN/pgbench" -q -i -s "$SCALE" -p "$PGPORT" bench >/dev/null 2>&1
 
-# run NAME PORT CLIENTS THREADS -> prints "tps errors" (errors: clients that could not connect).
-# pgbench gives up on every client of a thread whose connection fails, so the storm runs use one
-# thread per client: each refused client is then counted on its own.
+# run NAME PORT CLIENTS THREADS -> prints "tps errors" (errors: pgbench lines about a client it could
+# not connect; pgbench stops the whole run at the first, so this is 0 or a few, never a count of clients).
 run() {
   local name="$1" port="$2" clients="$3" threads="$4" out
   out="$WORK/$name.out"
@@ -130,8 +133,26 @@ run() {
   echo "${tps:-0} ${errors:-0}"
 }
 
-read -r STORM_B_TPS STORM_B_ERR < <(run storm-bouncer "$BPORT" "$STORM_CLIENTS" "$STORM_CLIENTS")
-read -r STORM_D_TPS STORM_D_ERR < <(run storm-direct "$PGPORT" "$STORM_CLIENTS" "$STORM_CLIENTS")
+# storm NAME PORT CLIENTS -> prints the number of clients that failed (could not connect or query)
+storm() {
+  local name="$1" port="$2" clients="$3" i
+  mkdir -p "$WORK/$name"
+  ulimit -n 4096
+  for i in $(seq "$clients"); do
+    ( "$BIN/psql" -XAtq -p "$port" -d bench -c 'SELECT 1' -c '\! sleep 2' -c 'SELECT 1' \
+        >/dev/null 2>"$WORK/$name/$i.err" || echo failed > "$WORK/$name/$i.failed" ) &
+  done
+  wait
+  find "$WORK/$name" -name '*.failed' | wc -l
+}
+
+STORM_B_ERR="$(storm storm-bouncer-psql "$BPORT" "$STORM_CLIENTS")"
+STORM_D_ERR="$(storm storm-direct-psql "$PGPORT" "$STORM_CLIENTS")"
+STORM_D_WHY="$(cat "$WORK"/storm-direct-psql/*.err 2>/dev/null | sed -n 's/.*FATAL: *//p' | sort | uniq -c | sort -rn | head -n 1)"
+read -r STORM_B_TPS _ < <(run storm-bouncer "$BPORT" "$STORM_CLIENTS" "$THREADS")
+read -r STORM_D_TPS STORM_D_PGB_ERR < <(run storm-direct "$PGPORT" "$STORM_CLIENTS" "$THREADS")
+grep -q 'could not create connection' "$WORK/storm-direct.out" && STORM_D_TPS="aborted"
+grep -q 'could not create connection' "$WORK/storm-bouncer.out" && STORM_B_TPS="aborted"
 read -r B_TPS B_ERR < <(run bouncer "$BPORT" "$CLIENTS" "$THREADS")
 read -r D_TPS D_ERR < <(run direct "$PGPORT" "$CLIENTS" "$THREADS")
 
@@ -139,9 +160,9 @@ echo
 echo "pgbench TPC-B-like, scale $SCALE, $DURATION s per run, loopback; PostgreSQL max_connections 100"
 printf '%-34s %18s %18s\n' "" "through PgBouncer" "direct to Postgres"
 printf '%-34s %18s %18s\n' "$STORM_CLIENTS clients: connection errors" "$STORM_B_ERR" "$STORM_D_ERR"
-printf '%-34s %18s %18s\n' "" "" "(of $STORM_CLIENTS clients)"
-printf '%-34s %18s %18s\n' "$STORM_CLIENTS clients: tps" "$STORM_B_TPS" "$STORM_D_TPS"
+printf '%-34s %18s %18s\n' "$STORM_CLIENTS clients: pgbench tps" "$STORM_B_TPS" "$STORM_D_TPS"
+[ -n "$STORM_D_WHY" ] && echo "  direct refusals, most common: $STORM_D_WHY"
 printf '%-34s %18s %18s\n' "$CLIENTS clients: tps" "$B_TPS" "$D_TPS"
 printf '%-34s %18s %18s\n' "$CLIENTS clients: connection errors" "$B_ERR" "$D_ERR"
 python3 -c "import sys; b, d = float(sys.argv[1]), float(sys.argv[2]); print('ratio (PgBouncer / direct tps at %s clients): %.2f' % (sys.argv[3], b / d if d else 0))" "$B_TPS" "$D_TPS" "$CLIENTS"
-if [ -n "${VERBOSE:-}" ]; then tail -n 5 "$WORK"/*.out; fi
+if [ -n "${VERBOSE:-}" ]; then for f in "$WORK"/*.out; do echo "== $f"; grep -v "^pgbench: error: client [0-9]* aborted" "$f" | tail -n 12; done; fi
