@@ -629,8 +629,10 @@ def probe_command(options, timeout):
     """A command exits with the expected return code."""
     argv = [str(arg) for arg in options['argv']]
     try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                cwd=options.get('chdir') or None)
+        # Not AnsibleModule.run_command: probes run in threads, each under its own timeout.
+        proc = subprocess.Popen(  # pylint: disable=ansible-bad-function
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            cwd=options.get('chdir') or None)
     except OSError as exc:
         state = 'no_executable' if isinstance(exc, FileNotFoundError) and not options.get('chdir') else 'error'
         return probe_result(False, state, '%s: %s' % (argv[0], exc))
@@ -780,7 +782,9 @@ def _cli_env(params):
 
 
 def _run_cli(argv, env, timeout):
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
+    # Not AnsibleModule.run_command: probes run in threads, each under its own timeout.
+    proc = subprocess.Popen(  # pylint: disable=ansible-bad-function
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
     try:
         out, err = proc.communicate(timeout=timeout + 2)
     except subprocess.TimeoutExpired:
