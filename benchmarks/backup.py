@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark (issue 7): the backup job's time over bare `pg_dump -Fc`, in one run.
 
 Starts a throw-away PostgreSQL on loopback (tests/functional/pgservers.py), fills a

@@ -191,8 +191,8 @@ def app_proxy_routes(processes, host_port_base=DEFAULT_HOST_PORT_BASE, slot_port
         for port in proc['ports']:
             for route in port['routes']:
                 if route['path'] in paths:
-                    _fail('route %s is given twice (%s and %s.%s)' % (route['path'], paths[route['path']],
-                                                                        proc['name'], port['name']))
+                    _fail('route %s is given twice (%s and %s.%s)'
+                          % (route['path'], paths[route['path']], proc['name'], port['name']))
                 paths[route['path']] = '%s.%s' % (proc['name'], port['name'])
                 entry = dict(route)
                 entry['upstream'] = port['upstream']

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Bounded load on the scenario's proxies while a release rolls out (test scaffolding).
 
 Usage: loadgen.py RESULT_JSON STOP_FILE URL [URL...]
@@ -80,7 +79,7 @@ def worker(url, keepalive):
             else:
                 c = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=10)
                 try:
-                    status, version, _ = once(c, parts.hostname, path)
+                    status, version, _body = once(c, parts.hostname, path)
                 finally:
                     c.close()
         except Exception as exc:  # pylint: disable=broad-except

@@ -47,7 +47,7 @@ def _listening(host, port):
     addrs = set()
     for line in out.splitlines():
         local = line.split()[3]
-        addr, _, lport = local.rpartition(':')
+        addr, _sep, lport = local.rpartition(':')
         if lport == str(port):
             addrs.add(addr.strip('[]'))
     return addrs
@@ -265,7 +265,7 @@ def test_redis_data_survives_a_restart(name):
     token = 'v%d' % time.time()
     assert host.check_output(cli + 'SET shipyard:restart ' + token) == 'OK'
     host.check_output('systemctl restart redis-server')
-    for _ in range(50):
+    for _attempt in range(50):
         if host.run(cli + 'PING').stdout.strip() == 'PONG':
             break
         time.sleep(0.2)
