@@ -162,7 +162,33 @@ def _conf_value(value):
 
 # ---------------------------------------------------------------- PostgreSQL
 
-class PostgresServer:
+class _TempServer:
+    """Lifecycle shared by the servers here: start() / stop(), files under basedir.
+
+    Used as a context manager, a server that fails to start is cleaned up too.
+    """
+
+    basedir = None
+
+    def cleanup(self):
+        try:
+            self.stop()
+        finally:
+            if self.basedir:
+                shutil.rmtree(self.basedir, ignore_errors=True)
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+
+class PostgresServer(_TempServer):
     """A throw-away PostgreSQL cluster: scram-sha-256, loopback TCP + unix socket in its temp dir.
 
     Users: ``superuser`` (a superuser) and ``app_user`` owning ``database``;
@@ -257,23 +283,6 @@ class PostgresServer:
         self.pg_ctl('promote', '-w', '-t', str(START_TIMEOUT))
         self.settings.pop('hot_standby', None)
         self._write_conf()
-
-    def cleanup(self):
-        try:
-            self.stop()
-        finally:
-            if self.basedir:
-                shutil.rmtree(self.basedir, ignore_errors=True)
-
-    def __enter__(self):
-        try:
-            return self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-
-    def __exit__(self, *exc):
-        self.cleanup()
 
     def pid(self):
         """The postmaster's pid (from postmaster.pid), or None when it is not running."""
@@ -395,7 +404,7 @@ def _ident(name):
 
 # ---------------------------------------------------------------- PgBouncer
 
-class PgBouncerServer:
+class PgBouncerServer(_TempServer):
     """A real pgbouncer in front of a PostgresServer.
 
     pool_mode: 'transaction' (default), 'session' or 'statement'.
@@ -524,23 +533,6 @@ class PgBouncerServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=10)
-
-    def cleanup(self):
-        try:
-            self.stop()
-        finally:
-            if self.basedir:
-                shutil.rmtree(self.basedir, ignore_errors=True)
-
-    def __enter__(self):
-        try:
-            return self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-
-    def __exit__(self, *exc):
-        self.cleanup()
 
     @property
     def pid(self):
