@@ -8,7 +8,7 @@ VENV := .venv
 CACHE := $(HOME)/.cache/shipyard-webstack
 export SHIPYARD_CACHE ?= $(CACHE)
 
-.PHONY: help venv testbed test unit functional lint sanity build molecule clean-hosts demo demo-down
+.PHONY: help venv testbed test unit functional lint sanity build molecule clean-hosts demo demo-down role-docs
 
 help:
 	@echo "make demo       the whole stack + the reference app on a throwaway local host; prints the URL"
@@ -18,6 +18,7 @@ help:
 	@echo "make testbed    make sure Docker answers; build the systemd test-host images"
 	@echo "make unit | functional | lint | sanity | build | molecule   one stage"
 	@echo "make clean-hosts  remove every test host and network left by molecule"
+	@echo "make role-docs  render roles/*/meta/argument_specs.yml into docs/roles/*.md (a unit test fails when stale)"
 
 venv: $(VENV)/.stamp .cache/collections/ansible_collections/shipyard/webstack
 
@@ -65,3 +66,7 @@ demo: venv
 
 demo-down: venv
 	scripts/demo down
+
+# The variables tables of docs/roles/*.md come from the argument specs (hand-written text is kept).
+role-docs: venv
+	$(VENV)/bin/python scripts/role-docs
