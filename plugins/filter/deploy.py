@@ -53,6 +53,16 @@ def valid_image_reference(repository, tag='', digest=''):
     return bool(_TAG_RE.match(str(tag or 'latest')))
 
 
+def _int(value, default=None):
+    """value as an int, or default when it is not one (a wrong type is reported by the role spec check)."""
+    if isinstance(value, bool):
+        return default
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return default
+
+
 def _ports_of(host, facts):
     """[(port, variable)] this host listens on, by the groups it is in."""
     ports = []
@@ -74,14 +84,14 @@ def _ports_of(host, facts):
         try:
             plan = app_process_plan(app.get('processes') or {}, None, app.get('host_port_base', 18000),
                                     app.get('slot_port_offset', 100))
-        except AnsibleFilterError:
+        except (AnsibleFilterError, TypeError, ValueError):
             plan = []   # reported by _app_violations
         for proc in plan:
             for port in proc['ports']:
                 for slot in ('blue', 'green'):
                     ports.append((port['host_ports'][slot],
                                   'app_processes.%s.ports[%s] (%s slot)' % (proc['name'], port['name'], slot)))
-    return [(int(p), v) for p, v in ports if p not in (None, '')]
+    return [(_int(p), v) for p, v in ports if _int(p) is not None]
 
 
 def _port_violations(stack):
@@ -135,17 +145,24 @@ def _pool_violations(stack, groups):
         pgb = stack.get(host, {}).get('pgbouncer')
         if not pgb:
             continue
-        per_db = int(pgb.get('max_db_connections') or 0) or (
-            int(pgb.get('default_pool_size', 20)) + int(pgb.get('reserve_pool_size', 5)))
-        databases = max(int(pgb.get('databases') or 1), 1)
+        sizes = [_int(pgb.get(key, default)) for key, default in
+                 (('max_db_connections', 0), ('default_pool_size', 20), ('reserve_pool_size', 5))]
+        if None in sizes:
+            continue   # not numbers: the role spec check names them
+        per_db = sizes[0] or (sizes[1] + sizes[2])
+        databases = max(_int(pgb.get('databases'), 1) or 1, 1)
         demand += per_db * databases
         parts.append(host)
     if not parts:
         return out
-    direct = int(stack[pg_hosts[0]].get('direct_connections', 5))
+    direct = _int(stack[pg_hosts[0]].get('direct_connections', 5), 5)
     for host in pg_hosts:
         pg = stack[host]['postgres']
-        usable = int(pg.get('max_connections', 100)) - int(pg.get('superuser_reserved', 3))
+        max_connections = _int(pg.get('max_connections', 100))
+        reserved = _int(pg.get('superuser_reserved', 3))
+        if max_connections is None or reserved is None:
+            continue
+        usable = max_connections - reserved
         if demand + direct > usable:
             out.append('pools: the PgBouncer pools of %s can open %d server connections (pgbouncer_default_pool_size '
                        '+ pgbouncer_reserve_pool_size, or pgbouncer_max_db_connections, per database) plus %d direct '
@@ -165,6 +182,8 @@ def _app_violations(stack, groups):
             what = 'app_image_digest' if app.get('image_digest') else 'app_image_tag'
             out.append('image: app_image_repository and %s on %s do not form a valid image reference '
                        '([registry/]name[:tag] or name@sha256:<64 hex>)' % (what, host))
+        if _int(app.get('host_port_base', 18000)) is None or _int(app.get('slot_port_offset', 100)) is None:
+            continue   # not numbers: the role spec check names them
         try:
             app_process_plan(app.get('processes') or {}, None, app.get('host_port_base', 18000),
                              app.get('slot_port_offset', 100))
