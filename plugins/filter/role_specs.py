@@ -75,8 +75,8 @@ def _rewrite(message):
         if match.group('kind') == 'argument':
             return [(name, 'must be %s %s (it is %s %s)' % (_article(wanted), wanted, _article(match.group('given')),
                                                             match.group('given')))]
-        return [(name, 'every item must be %s %s (one is %s %s)' % (_article(wanted), wanted,
-                                                                   _article(match.group('given')), match.group('given')))]
+        given = match.group('given')
+        return [(name, 'every item must be %s %s (one is %s %s)' % (_article(wanted), wanted, _article(given), given))]
     match = _CHOICE_RE.match(message)
     if match:
         name = match.group('name') if not match.group('ctx') else '%s.%s' % (match.group('ctx').replace(' -> ', '.'),

@@ -7,73 +7,12 @@ Only the plays tagged `always` plus `verify` run (--tags verify): no role touche
 Cost: ~6 ansible-playbook runs, about a minute on a loaded 2-core machine."""
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from modrun import ROOT
-
-BIN = os.path.dirname(sys.executable)
-SECRET = 'Vq3rT8zL0pW6nB2mK9xC4'   # never in any output
-
-
-def inventory(tmp_path, **over):
-    host = {
-        'ansible_connection': 'local',
-        'ansible_python_interpreter': sys.executable,
-        'shipyard_environment': 'production',
-        'app_image_repository': 'registry.example.com/shop/app',
-        'app_image_tag': '1.4.2',
-        'app_postgres_host': 'db.example.internal',
-        'app_redis_url_enabled': False,
-        'app_database_password': SECRET,
-        'app_processes': {'web': {'command': ['web'], 'health': {'path': '/api/health'},
-                                  'ports': [{'container_port': 8000, 'host_port': 18000}]}},
-        'proxy_http_port': _closed_port(),
-        'proxy_tls_enabled': False,
-        'deploy_lock_path': str(tmp_path / 'deploy.lock'),
-        'deploy_audit_log_path': str(tmp_path / 'audit.jsonl'),
-        'shipyard_health_timeout': 2,
-    }
-    host.update(over)
-    inv = {'all': {'children': {'app': {'hosts': {'h1': host}}}}}
-    path = tmp_path / 'inventory.json'
-    path.write_text(json.dumps(inv))
-    return str(path)
-
-
-def _closed_port():
-    import socket
-    sock = socket.socket()
-    sock.bind(('127.0.0.1', 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
-
-
-def deploy(inv, *args, owner='bob@ci', run_id=None, timeout=300):
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, 'ansible.cfg'), ANSIBLE_NOCOLOR='1',
-               SHIPYARD_DEPLOY_OWNER=owner)
-    if run_id:
-        env['SHIPYARD_DEPLOY_RUN_ID'] = run_id
-    cmd = [os.path.join(BIN, 'ansible-playbook'), '-i', inv, os.path.join(ROOT, 'playbooks', 'deploy.yml'),
-           '--tags', 'verify'] + list(args)
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          timeout=timeout, check=False)
-    return proc.returncode, proc.stdout.decode('utf-8', 'replace')
-
-
-def lock_module(tmp_path, args):
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, 'ansible.cfg'), ANSIBLE_NOCOLOR='1')
-    cmd = [os.path.join(BIN, 'ansible'), 'localhost', '-c', 'local', '-e',
-           'ansible_python_interpreter=%s' % sys.executable, '-m', 'shipyard.webstack.deploy_lock', '-a',
-           json.dumps(dict(args, path=str(tmp_path / 'deploy.lock')))]
-    return subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120,
-                          check=False)
+from deploy_runs import SECRET, closed_port, deploy, inventory, lock_module
 
 
 BAD_ENVIRONMENTS = {
@@ -139,7 +78,7 @@ def test_second_deploy_fails_naming_the_first_owner_then_waits(tmp_path):
     held = lock_module(tmp_path, {'run_id': 'first-run', 'owner': 'alice@laptop', 'label': 'deploy.yml app:1.4.1',
                                   'ttl': 600})
     assert held.returncode == 0, held.stdout
-    inv = inventory(tmp_path, proxy_http_port=_closed_port())
+    inv = inventory(tmp_path, proxy_http_port=closed_port())
     rc, out = deploy(inv, run_id='second-run')
     assert rc != 0
     assert 'held by another run: alice@laptop' in out and 'first-run' in out, out

@@ -104,3 +104,19 @@ def test_batches_follow_ansible_serial():
 def test_durations():
     marks = {'start': 100.0, 'release': 110.0, 'rollout': 130.5}
     assert deploy_durations(marks, 150.0) == {'release': 20.5, 'rollout': 19.5, 'total': 50.0}
+
+
+def test_tls_needs_pem_certificate_and_key():
+    bad = vps(proxy={'tls': True, 'certificate_pem': False, 'key_pem': True})
+    out = deploy_preflight_violations({'vps': bad}, GROUPS, {})
+    assert 'tls: proxy_tls_enabled is true on vps but proxy_tls_certificate is not a PEM certificate' in out
+    assert not any('proxy_tls_certificate_key' in message for message in out)
+    good = vps(proxy={'tls': True, 'certificate_pem': True, 'key_pem': True})
+    assert not any(m.startswith('tls:') for m in deploy_preflight_violations({'vps': good}, GROUPS, {}))
+
+
+def test_values_that_are_not_numbers_are_left_to_the_role_spec_check():
+    bad = vps(postgres={'port': 'fivefour', 'max_connections': 'many'}, pgbouncer={'default_pool_size': 'big'},
+              app={'host_port_base': 'x'})
+    out = deploy_preflight_violations({'vps': bad}, GROUPS, {})
+    assert not any(m.startswith('pools:') or m.startswith('ports:') for m in out), out

@@ -38,7 +38,8 @@ def test_roles_by_group_in_deploy_order():
 
 def test_valid_values_pass_and_defaults_fill_the_rest():
     assert check(dict(PGB_SECRETS, pgbouncer_pool_mode='session', pgbouncer_listen_port='6433'), ['pgbouncer']) == []
-    assert check({'app_processes': {'web': {'command': ['web']}}, 'proxy_http_port': 8080}, ['docker', 'proxy', 'app']) == []
+    app = {'app_processes': {'web': {'command': ['web']}}, 'proxy_http_port': 8080}
+    assert check(app, ['docker', 'proxy', 'app']) == []
 
 
 @pytest.mark.parametrize('values, roles, expected, value', [
