@@ -2,8 +2,10 @@
 
 Usage: loadgen.py RESULT_JSON STOP_FILE URL [URL...]
 Per URL two workers, one reusing a keep-alive connection, one opening a connection per
-request, each paced to RATE requests per second. Stops STOP_GRACE seconds after STOP_FILE
-appears; hard bounds MAX_REQUESTS and MAX_SECONDS. Only the scenario's own hosts are targeted.
+request, each paced to RATE requests per second (SHIPYARD_LOADGEN_RATE overrides it). Stops
+STOP_GRACE seconds after STOP_FILE appears; hard bounds MAX_REQUESTS and MAX_SECONDS. Only the
+scenario's own hosts are targeted. Every request's latency is kept (latencies_ms per URL, in
+the order sent) for the percentiles benchmarks/rollout.py reports.
 
 A failed request is any exception or any status other than 200. Versions come from the
 app's X-App-Version header. A request whose reused idle keep-alive connection was closed by
@@ -20,12 +22,13 @@ from urllib.parse import urlsplit
 
 RESULT, STOP_FILE = sys.argv[1:3]
 URLS = sys.argv[3:]
-RATE, STOP_GRACE, MAX_REQUESTS, MAX_SECONDS = 10.0, 1.0, 40000, 600
+RATE = float(os.environ.get('SHIPYARD_LOADGEN_RATE') or 10.0)
+STOP_GRACE, MAX_REQUESTS, MAX_SECONDS = 1.0, 60000, 900
 ALLOWED = ('app1', 'app2', '127.0.0.1', 'localhost')
 start = time.monotonic()
 lock = threading.Lock()
 state = {url: {'total': 0, 'ok': 0, 'failed': 0, 'retried_idle_close': 0, 'versions': {}, 'sequence': [],
-               'failures': []} for url in URLS}
+               'failures': [], 'latencies_ms': []} for url in URLS}
 stop = {'at': None}
 
 
@@ -58,6 +61,7 @@ def worker(url, keepalive):
         if delay > 0:
             time.sleep(delay)
         status, version, error = None, '', None
+        sent = time.monotonic()
         try:
             if keepalive:
                 reused = conn is not None
@@ -87,9 +91,11 @@ def worker(url, keepalive):
             if conn is not None:
                 conn.close()
                 conn = None
+        took_ms = round((time.monotonic() - sent) * 1000.0, 2)
         with lock:
             s = state[url]
             s['total'] += 1
+            s['latencies_ms'].append(took_ms)
             if status == 200:
                 s['ok'] += 1
                 s['versions'][version] = s['versions'].get(version, 0) + 1
