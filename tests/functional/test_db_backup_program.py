@@ -188,7 +188,7 @@ def test_verify_detects_a_corrupted_dump(env, pg):
     assert proc.returncode == 1 and 'size' in proc.out
 
 
-def test_restore_round_trip_has_identical_table_checksums(env, pg):
+def test_f8_restore_round_trip_has_identical_table_checksums(env, pg):
     before = table_checksums(pg, pg.database)
     bid = env.ok('run', '--label', 'release 42/rc1').out.strip()
     assert bid.endswith('-release-42-rc1')
@@ -285,7 +285,7 @@ def test_nothing_runs_or_prunes_while_a_run_holds_the_lock(env, pg):
     assert env.backups() == [second]
 
 
-def test_a_full_backup_disk_fails_loudly_and_keeps_older_backups(pg):
+def test_f7_a_full_backup_disk_fails_loudly_and_keeps_older_backups(pg):
     mount_point = tempfile.mkdtemp(prefix='shipyard-dbb-full-')
     subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=6m,mode=0700', 'tmpfs', mount_point], check=True)
     environment = Env(pg, backup_dir=os.path.join(mount_point, 'backups'), databases=[pg.database, 'bulk'])

@@ -115,7 +115,7 @@ def test_wait_expires_and_fails_naming_the_holder(lock_path):
     assert result['waited'] >= 1.2 and 'waited' in result['msg'] and 'run run-a' in result['msg']
 
 
-def test_stale_lock_is_reported_not_removed_then_broken_only_on_request(lock_path):
+def test_f5_stale_lock_is_reported_not_removed_then_broken_only_on_request(lock_path):
     plant(lock_path, 'run-crashed', time.time() - 3 * 3600, ttl=3600)
     before = on_disk(lock_path)
     result = acquire(lock_path, 'run-b', wait=30)

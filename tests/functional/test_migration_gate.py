@@ -248,7 +248,7 @@ def test_failing_migration_fails_records_and_leaves_no_lock(gate):
     assert again['ran'] is True and again['ledger_row']['status'] == 'ok'
 
 
-def test_kill_9_mid_command_leaves_no_lock_and_rerun_succeeds(gate, tmp_path):
+def test_f6_kill_9_mid_command_leaves_no_lock_and_rerun_succeeds(gate, tmp_path):
     pidfile = str(tmp_path / 'migrate.pid')
     args = gate.args(command=gate.command(sleep=60), env=gate.env(PIDFILE=pidfile), timeout=120)
     proc, path = start_module(MODULE, args)

@@ -36,7 +36,7 @@ def test_units_and_schedule(host):
     assert host.file(BACKUP_DIR).mode == 0o700 and host.file(BACKUP_DIR).user == 'postgres'
 
 
-def test_restore_gave_back_identical_tables(host):
+def test_f8_restore_gave_back_identical_tables(host):
     facts = show(host)
     assert facts['after'] == facts['before']
     assert 'orders=' in facts['after'] and ':30000' in facts['after']
@@ -57,7 +57,7 @@ def test_retention_removed_only_the_old_backup(host):
     assert facts['listed_before_prune'][0] in names
 
 
-def test_full_disk_failed_loudly_and_kept_the_older_backups(host):
+def test_f7_full_disk_failed_loudly_and_kept_the_older_backups(host):
     facts = show(host)
     assert facts['full_disk_rc'] != '0'
     status = facts['status']

@@ -258,18 +258,23 @@ def test_redis_settings_and_secret_file(name):
 
 
 @pytest.mark.parametrize('name', REDIS)
-def test_redis_data_survives_a_restart(name):
+def test_f9_redis_killed_and_restarted_keeps_its_aof_data(name):
+    """F9: a write acknowledged a second before Redis is killed (SIGKILL: no save on shutdown, so
+    only the append-only file can bring it back, appendfsync everysec) is there after the restart."""
     password = RUNNER.get_variables(name)['redis_password']
     host = _host(name)
     cli = "redis-cli --no-auth-warning -a '%s' " % password
     token = 'v%d' % time.time()
     assert host.check_output(cli + 'SET shipyard:restart ' + token) == 'OK'
+    time.sleep(1.5)   # appendfsync everysec: the write is on disk within a second
+    host.check_output('systemctl kill --signal=KILL redis-server')
     host.check_output('systemctl restart redis-server')
     for _attempt in range(50):
         if host.run(cli + 'PING').stdout.strip() == 'PONG':
             break
         time.sleep(0.2)
     assert host.check_output(cli + 'GET shipyard:restart') == token
+    assert 'aof_enabled:1' in host.check_output(cli + 'INFO persistence')
 
 
 # --- TLS (where the scenario gives certificates) ----------------------------------------------
