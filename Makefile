@@ -8,7 +8,7 @@ VENV := .venv
 CACHE := $(HOME)/.cache/shipyard-webstack
 export SHIPYARD_CACHE ?= $(CACHE)
 
-.PHONY: help venv testbed test unit functional lint sanity build molecule clean-hosts demo demo-down role-docs
+.PHONY: help venv testbed test unit functional lint sanity build molecule clean-hosts demo demo-down role-docs bench
 
 help:
 	@echo "make demo       the whole stack + the reference app on a throwaway local host; prints the URL"
@@ -17,6 +17,7 @@ help:
 	@echo "make venv       create .venv with the pinned tools"
 	@echo "make testbed    make sure Docker answers; build the systemd test-host images"
 	@echo "make unit | functional | lint | sanity | build | molecule   one stage"
+	@echo "make bench      every benchmark (P1-P6), side by side; writes docs/benchmarks.md (~30 min)"
 	@echo "make clean-hosts  remove every test host and network left by molecule"
 	@echo "make role-docs  render roles/*/meta/argument_specs.yml into docs/roles/*.md (a unit test fails when stale)"
 
@@ -70,3 +71,6 @@ demo-down: venv
 # The variables tables of docs/roles/*.md come from the argument specs (hand-written text is kept).
 role-docs: venv
 	$(VENV)/bin/python scripts/role-docs
+
+bench: venv
+	scripts/bench
