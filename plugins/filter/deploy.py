@@ -26,6 +26,7 @@ _REPOSITORY_RE = re.compile(r'^%s?%s(?:/%s)*$' % (_REGISTRY, _NAME_COMPONENT, _N
 _TAG_RE = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$')
 _DIGEST_RE = re.compile(r'^sha256:[a-f0-9]{64}$')
 _TLS_SSLMODES = ('require', 'verify-ca', 'verify-full')
+_GOT_RE = re.compile(r',? \(?got .*$', re.S)
 
 
 def deploy_secret_summary(secrets):
@@ -91,7 +92,7 @@ def _ports_of(host, facts):
         try:
             plan = app_process_plan(app.get('processes') or {}, None, app.get('host_port_base', 18000),
                                     app.get('slot_port_offset', 100))
-        except (AnsibleFilterError, TypeError, ValueError):
+        except (AnsibleFilterError, TypeError, ValueError, AttributeError):
             plan = []   # reported by _app_violations
         for proc in plan:
             for port in proc['ports']:
@@ -197,11 +198,20 @@ def _app_violations(stack, groups):
                     out.append('tls: proxy_tls_enabled is true on %s but %s is not %s' % (host, variable, what))
         if _int(app.get('host_port_base', 18000)) is None or _int(app.get('slot_port_offset', 100)) is None:
             continue   # not numbers: the role spec check names them
+        processes = app.get('processes') or {}
+        if isinstance(processes, dict):
+            # The plan expects each process to be a dict; say so by name rather than let it fail on one.
+            shapeless = sorted(str(name) for name, spec in processes.items() if not isinstance(spec, dict))
+            if shapeless:
+                out.append('app_processes on %s: %s must be a dict of settings (command, ports, health, ...)'
+                           % (host, ', '.join(shapeless)))
+                continue
         try:
-            app_process_plan(app.get('processes') or {}, None, app.get('host_port_base', 18000),
-                             app.get('slot_port_offset', 100))
+            app_process_plan(processes, None, app.get('host_port_base', 18000), app.get('slot_port_offset', 100))
         except AnsibleFilterError as exc:
-            out.append('app_processes on %s: %s' % (host, str(exc).split(': ', 1)[-1]))
+            # The plan's messages end with what they were given ('got ...'): a process's env can hold secrets.
+            reason = _GOT_RE.sub('', str(exc).split(': ', 1)[-1])
+            out.append('app_processes on %s: %s' % (host, reason))
     return out
 
 

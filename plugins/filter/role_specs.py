@@ -81,7 +81,8 @@ def _rewrite(message):
     if match:
         name = match.group('name') if not match.group('ctx') else '%s.%s' % (match.group('ctx').replace(' -> ', '.'),
                                                                              match.group('name'))
-        return [(name, 'must be one %sof: %s' % (match.group('more') or '', match.group('choices')))]
+        choices = ', '.join(choice or '""' for choice in match.group('choices').split(', '))
+        return [(name, 'must be one %sof: %s' % (match.group('more') or '', choices))]
     match = _REQUIRED_RE.match(message)
     if match:
         prefix = (match.group('ctx').replace(' -> ', '.') + '.') if match.group('ctx') else ''
