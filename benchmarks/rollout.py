@@ -22,6 +22,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -38,7 +39,7 @@ def env():
     run_id = os.environ.get('SHIPYARD_RUN_ID') or 'bench%d' % os.getpid()
     return dict(os.environ, PATH=BIN + os.pathsep + os.environ['PATH'], SHIPYARD_RUN_ID=run_id,
                 ANSIBLE_CONFIG=os.path.join(ROOT, 'ansible.cfg'), ANSIBLE_FORCE_COLOR='0', PY_COLORS='0',
-                ANSIBLE_NOCOLOR='1')
+                ANSIBLE_NOCOLOR='1', ANSIBLE_CALLBACK_RESULT_FORMAT='json')  # summary() reads JSON results
 
 
 def molecule(action, log):
@@ -112,7 +113,9 @@ def measure(args, log):
         converge_output = handle.read()[before:]
     first = summary(converge_output)
     state = ephemeral_dir()
-    results = os.path.join(state, 'bench')
+    # Outside molecule's state folder: `molecule destroy` removes that one.
+    results = os.path.join(os.path.dirname(log), 'bench-rollout-results')
+    shutil.rmtree(results, ignore_errors=True)
     cmd = [os.path.join(BIN, 'ansible-playbook'), '-i', os.path.join(state, 'inventory'),
            os.path.join(ROOT, 'benchmarks', 'rollout', 'bench.yml'),
            '-e', 'bench_results=%s' % results, '-e', 'bench_inventory=%s' % os.path.join(state, 'inventory'),
@@ -139,7 +142,9 @@ def report(first, results):
         'broken': dict(load_figures(broken), rc=broken['rc']),
         'boot_to_healthy_s': boot['boot_to_healthy_seconds'],
     }
-    fig['P3']['ratio'] = round(fig['P3']['noop_rerun_s'] / fig['P3']['first_converge_s'], 3)
+    if fig['P3']['noop_rerun_s'] is None or fig['P3']['first_converge_s'] is None:
+        sys.exit('no deploy summary in the output of the first converge or of the no-op rerun: %s' % fig['P3'])
+    fig['P3']['ratio'] = round(float(fig['P3']['noop_rerun_s']) / float(fig['P3']['first_converge_s']), 3)
     hosts = rolling_summary.get('hosts', {})
     boot_median = boot['median']
     fig['P2'] = {host: {'rollout_s': line.get('seconds'), 'minus_boot_s': round(float(line.get('seconds', 0)) - boot_median, 2)}
@@ -182,10 +187,11 @@ def main():
     parser.add_argument('--rate', type=float, default=25.0, help='requests per second and load worker (4 workers)')
     parser.add_argument('--keep', action='store_true', help='leave the hosts (molecule destroy -s rollout removes them)')
     parser.add_argument('--json', help='write the figures to this file')
-    parser.add_argument('--report-only', help='only report the results directory of an earlier run')
+    parser.add_argument('--report-only', metavar='DIR', help='only report the results of an earlier run '
+                        '(its first converge time is then unknown)')
     args = parser.parse_args()
     if args.report_only:
-        fig = report({'durations': {'total': float('nan')}}, args.report_only)
+        fig = report({'durations': {'total': float('nan')}}, args.report_only)   # P3's ratio prints as nan
     else:
         log = os.path.join(os.environ.get('SHIPYARD_CACHE', os.path.expanduser('~/.cache/shipyard-webstack')),
                            'bench-rollout.log')
