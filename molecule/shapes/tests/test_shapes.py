@@ -32,7 +32,7 @@ def http_get(host, path):
               "except urllib.error.HTTPError as e:\n"
               "    print(e.code); print(e.read().decode())\n" % path)
     out = host.check_output("python3 -c %s", script)
-    status, _, body = out.partition('\n')
+    status, body = out.split("\n", 1)
     return int(status), body
 
 
