@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Rollout benchmarks P1-P4 (issue 9), measured side by side in one run on the four hosts of the
 molecule scenario `rollout` (db1, cache1, app1 on Debian 12, app2 on Debian 13; the reference app):
 
@@ -15,7 +14,7 @@ are targeted, the run is bounded. The hosts are created here and destroyed at th
 (--keep leaves them). Do not run it while the rollout scenario runs from the same checkout
 (molecule keys its state by checkout and scenario).
 
-Usage: benchmarks/rollout.py [--rate 25] [--keep] [--json results.json]
+Usage: python benchmarks/rollout.py [--rate 25] [--keep] [--json results.json]
 """
 import argparse
 import glob

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark helper run on an app host (benchmarks/rollout.py). Two measurements:
 
   app_host.py naive APP NEW_IMAGE SLEEP   the naive deploy the rollout is compared against: stop
@@ -73,7 +72,7 @@ def boot(app, image, runs):
     info = json.loads(docker('inspect', web_container(app)))[0]
     name = '%s-bench-boot' % app
     times = []
-    for _ in range(runs):
+    for _run in range(runs):
         subprocess.call(['docker', 'rm', '--force', name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         started = time.monotonic()
         docker(*run_args(name, info, image, publish=SPARE_PORT))

@@ -123,7 +123,7 @@ def role_spec_violations(values, specs, roles, host=''):
                     text = text.split(': ', 1)[0]
                     out.append('%s on %s (role %s): %s' % ('role variables', host, role, text))
                 else:
-                    variable, _, what = text.partition(': ')
+                    variable, _sep, what = text.partition(': ')
                     out.append('%s on %s (role %s): %s' % (variable, host, role, what))
     return out
 

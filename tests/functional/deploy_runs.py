@@ -93,7 +93,7 @@ def recap(output):
             seen = True
             continue
         if seen and ':' in line and '=' in line:
-            host, _, counts = line.partition(':')
+            host, _sep, counts = line.partition(':')
             hosts[host.strip()] = dict((key, int(value)) for key, value in
                                        (item.split('=') for item in counts.split()))
     return hosts

@@ -40,7 +40,7 @@ BASE = {
     'postgres': {'postgres_max_connections': 5000, 'postgres_users': BASE_SECRETS['postgres_users'],
                  'postgres_databases': [{'name': 'app', 'owner': 'app'}]},
     'pgbouncer': {name: BASE_SECRETS[name] for name in ('pgbouncer_auth_password', 'pgbouncer_admin_password',
-                                                         'pgbouncer_stats_password')},
+                                                        'pgbouncer_stats_password')},
     'redis': {'redis_password': BASE_SECRETS['redis_password']},
     'app': {'app_image_repository': 'registry.example.internal/shop/app', 'app_image_tag': '1.4.2',
             'app_database_password': BASE_SECRETS['app_database_password'],
@@ -124,7 +124,7 @@ def test_run_fails_in_the_preflight_and_changes_nothing(runs, run):
 
 @pytest.mark.parametrize('run, case', CASES, ids=['%s-%s' % item for item in CASES])
 def test_case_is_named_and_no_secret_printed(runs, run, case):
-    rc, out, _ = runs(run)
+    rc, out, _err = runs(run)
     spec = CORPUS[run]['cases'][case]
     report = ' '.join(out.split())   # the callback folds long lines
     assert rc != 0

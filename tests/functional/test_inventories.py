@@ -52,11 +52,11 @@ def template(env):
 def strong(length=48):
     # Letters and digits only, starting with a letter no placeholder pattern starts with.
     alphabet = string.ascii_letters + string.digits
-    return 'Q' + ''.join(secrets.choice(alphabet) for _ in range(length - 1))
+    return 'Q' + ''.join(secrets.choice(alphabet) for _pos in range(length - 1))
 
 
 def fake_pem(kind):
-    body = '\n'.join(strong(64) for _ in range(4))
+    body = '\n'.join(strong(64) for _line in range(4))
     return '-----BEGIN %s-----\n%s\n-----END %s-----\n' % (kind, body, kind)
 
 
@@ -102,7 +102,7 @@ def test_templates_list_every_vault_variable_the_inventories_use():
         names = set(template(env))
         assert names <= set(PLACEHOLDER_MESSAGES), names - set(PLACEHOLDER_MESSAGES)
         used = set()
-        for folder, _, files in os.walk(os.path.join(ROOT, 'inventories', env)):
+        for folder, _dirs, files in os.walk(os.path.join(ROOT, 'inventories', env)):
             for name in files:
                 if name.endswith('.yml'):
                     with open(os.path.join(folder, name)) as handle:
