@@ -36,10 +36,9 @@ def test_summary_of_an_output_without_one_is_empty():
     assert bench.summary('PLAY RECAP\n') == {}
 
 
-def test_changed_tasks_are_named_and_the_lock_is_expected():
+def test_changed_tasks_are_named():
     changed = bench.changed_tasks(OUTPUT)
     assert changed == ['Deploy | Take the deploy lock on db1', 'shipyard.webstack.app : Start the new container - shop-web-blue']
-    assert [t for t in changed if not t.startswith(bench.EXPECTED_CHANGES)] == [changed[1]]
 
 
 def test_percentile_nearest_rank():

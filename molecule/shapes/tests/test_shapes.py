@@ -110,9 +110,8 @@ def test_audit_log_line_written(host):
     deploys = [r for r in records if r.get('event') == 'deploy']
     assert deploys, lines
     assert all(r['result'] == 'success' for r in deploys), deploys
-    # converge and the secrets deploy; idempotence skips the audit task (molecule-idempotence-notest)
-    # and check-mode runs write nothing.
-    assert len(deploys) == 2, [r.get('run_id') for r in deploys]
+    # converge, idempotence and the secrets deploy; check-mode runs write nothing.
+    assert len(deploys) == 3, [r.get('run_id') for r in deploys]
 
 
 def test_deploy_lock_released(host):

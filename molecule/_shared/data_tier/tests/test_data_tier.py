@@ -7,6 +7,7 @@ Hosts and credentials come from the scenario's inventory, so the same checks run
 import base64
 import os
 import re
+import threading
 import time
 
 import pytest
@@ -193,6 +194,26 @@ def test_pgbouncer_version_gated_settings(name):
         'systemctl show -p MainPID --value pgbouncer')).content_string
     # LimitNOFILE drop-in: 2 x max_client_conn 200 + 1024
     assert re.search(r'Max open files\s+1424\s+1424\s', limits), limits
+
+
+def test_pgbouncer_serves_again_right_after_a_postgres_restart():
+    """F10 at the pool: clients query through PgBouncer every 0.1 s while PostgreSQL restarts. With
+    PgBouncer's own server_login_retry (15 s) a login it tried during the restart refused every client
+    for about 10 s ("server login has been failing"); the role's 2 s must leave none refused."""
+    name = PGBOUNCER[0]
+    loop = ("for i in $(seq 1 60); do PGPASSWORD='%s' PGCONNECT_TIMEOUT=5 psql -XAtq -h 127.0.0.1 -p 6432 -U %s -d %s "
+            "-c 'SELECT 1' 2>&1 | head -n 1; sleep 0.1; done" % (APP_PASSWORD, APP_USER, APP_DB))
+    result = {}
+    clients = threading.Thread(target=lambda: result.update(run=_host(name).run(loop)))
+    clients.start()
+    time.sleep(1.5)
+    _host(DB_HOST).check_output('systemctl restart postgresql')
+    clients.join(120)
+    lines = result['run'].stdout.splitlines()
+    refused = [line for line in lines if 'server_login_retry' in line]
+    assert len(lines) == 60, lines
+    assert not refused, '%d of %d queries refused after the restart' % (len(refused), len(lines))
+    assert lines[-5:] == ['1'] * 5, lines
 
 
 def test_pool_resize_kept_the_client_connected():
