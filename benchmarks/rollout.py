@@ -20,7 +20,6 @@ import argparse
 import glob
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, '.venv', 'bin')
+sys.path.insert(0, os.path.join(ROOT, 'tests', 'functional'))
+from deploy_runs import changed_tasks  # noqa: E402  pylint: disable=wrong-import-position
 HEALTH_TIMEOUT = 25          # molecule/rollout/molecule.yml: app_health_timeout
 GOALS = {'P1_failed': 0, 'P1_p99_ratio': 2.0, 'P2': 3.0, 'P3': 0.25, 'P4': 5.0}
 
@@ -65,18 +66,6 @@ def summary(output):
         return {}
     at = output.find('"msg": ', at)
     return json.JSONDecoder().raw_decode(output[at + len('"msg": '):])[0] if at >= 0 else {}
-
-
-def changed_tasks(output):
-    """Names of the tasks that reported a change, from the default callback's output."""
-    names, task = set(), None
-    for line in output.splitlines():
-        match = re.match(r'TASK \[(.*)\] \*+', line)
-        if match:
-            task = match.group(1)
-        elif line.startswith('changed: [') and task:
-            names.add(task)
-    return sorted(names)
 
 
 def percentile(values, pct):

@@ -7,6 +7,7 @@ machine."""
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -82,6 +83,18 @@ def lock_module(tmp_path, args):
            json.dumps(dict(args, path=str(tmp_path / 'deploy.lock')))]
     return subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120,
                           check=False)
+
+
+def changed_tasks(output):
+    """Names of the tasks that reported a change, from the default callback's output."""
+    names, task = set(), None
+    for line in output.splitlines():
+        match = re.match(r'TASK \[(.*)\] \*+', line)
+        if match:
+            task = match.group(1)
+        elif line.startswith('changed: [') and task:
+            names.add(task)
+    return sorted(names)
 
 
 def recap(output):

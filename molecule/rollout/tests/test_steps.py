@@ -8,8 +8,14 @@ any status other than 200)."""
 import json
 import os
 import re
+import sys
 
 import pytest
+
+# The deploy output parsers the functional tests and the benchmarks use too. The lock and the audit line
+# are the run's bookkeeping and report ok: a deploy that changes nothing has no changed task at all.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'functional'))
+from deploy_runs import changed_tasks  # noqa: E402  pylint: disable=wrong-import-position
 
 RUNS = os.path.join(os.environ['MOLECULE_EPHEMERAL_DIRECTORY'], 'runs')
 REPO = 'cache1:5000/shipyard/app'
@@ -26,19 +32,6 @@ def step(name):
 def ledger(name):
     with open(os.path.join(RUNS, 'ledger-%s.json' % name), encoding='utf-8') as handle:
         return json.load(handle)
-
-
-def changed_tasks(stdout):
-    """The tasks that reported a change (default callback output). The lock and the audit line are
-    the run's bookkeeping and report ok: a deploy that changes nothing has none."""
-    names, task = set(), None
-    for line in stdout.splitlines():
-        match = re.match(r'TASK \[(.*)\] \*+', line)
-        if match:
-            task = match.group(1)
-        elif line.startswith('changed: [') and task:
-            names.add(task)
-    return sorted(names)
 
 
 def served(run, when, version):
