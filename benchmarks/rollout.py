@@ -106,8 +106,11 @@ def measure(args, log):
            os.path.join(ROOT, 'benchmarks', 'rollout', 'bench.yml'),
            '-e', 'bench_results=%s' % results, '-e', 'bench_inventory=%s' % os.path.join(state, 'inventory'),
            '-e', 'bench_rate=%s' % args.rate]
+    # The scenario's variables read molecule's environment (the registry's test CA lives in its state folder).
+    bench_env = dict(env(), MOLECULE_EPHEMERAL_DIRECTORY=state, MOLECULE_PROJECT_DIRECTORY=ROOT,
+                     MOLECULE_SCENARIO_DIRECTORY=os.path.join(ROOT, 'molecule', 'rollout'))
     with open(log, 'a', encoding='utf-8') as out:
-        rc = subprocess.call(cmd, cwd=ROOT, env=env(), stdout=out, stderr=subprocess.STDOUT)
+        rc = subprocess.call(cmd, cwd=ROOT, env=bench_env, stdout=out, stderr=subprocess.STDOUT)
     if rc != 0:
         sys.exit('the benchmark playbook failed (exit %d): see %s' % (rc, log))
     return first, results
