@@ -105,6 +105,8 @@ def recap(output):
         if line.startswith('PLAY RECAP'):
             seen = True
             continue
+        if seen and not line.strip():
+            break   # the recap ends at its blank line (profile_tasks' TASKS RECAP may follow)
         if seen and ':' in line and '=' in line:
             host, _sep, counts = line.partition(':')
             hosts[host.strip()] = dict((key, int(value)) for key, value in

@@ -15,7 +15,7 @@ import pytest
 # The deploy output parsers the functional tests and the benchmarks use too. The lock and the audit line
 # are the run's bookkeeping and report ok: a deploy that changes nothing has no changed task at all.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'functional'))
-from deploy_runs import changed_tasks  # noqa: E402  pylint: disable=wrong-import-position
+from deploy_runs import changed_tasks, recap  # noqa: E402  pylint: disable=wrong-import-position
 
 RUNS = os.path.join(os.environ['MOLECULE_EPHEMERAL_DIRECTORY'], 'runs')
 REPO = 'cache1:5000/shipyard/app'
@@ -118,8 +118,8 @@ def test_deploying_the_running_release_again_changes_nothing():
     assert run['rc'] == 0, run['stdout'][-3000:]
     assert changed_tasks(run['stdout']) == []
     assert 'Deploy | Take the deploy lock' in run['stdout']   # the parser saw the run's tasks
-    recap = re.findall(r'changed=(\d+)', run['stdout'])
-    assert len(recap) >= 5 and not any(int(n) for n in recap), recap   # 4 hosts + localhost, changed=0 each
+    counts = recap(run['stdout'])
+    assert len(counts) == 5 and not any(host['changed'] for host in counts.values()), counts   # 4 hosts + localhost
     assert untouched(run)
 
 

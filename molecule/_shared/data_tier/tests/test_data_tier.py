@@ -54,9 +54,13 @@ def _listening(host, port):
     return addrs
 
 
+def _psql_command(sql, host_addr, port, user, password, db=APP_DB):
+    return ("PGPASSWORD='%s' PGCONNECT_TIMEOUT=5 psql -XAtq -h %s -p %s -U %s -d %s -c \"%s\""
+            % (password, host_addr, port, user, db, sql))
+
+
 def _psql(host, sql, host_addr, port, user, password, db=APP_DB):
-    return host.run("PGPASSWORD='%s' PGCONNECT_TIMEOUT=5 psql -XAtq -h %s -p %s -U %s -d %s -c \"%s\""
-                    % (password, host_addr, port, user, db, sql))
+    return host.run(_psql_command(sql, host_addr, port, user, password, db))
 
 
 def _admin_sql(sql, db='postgres'):
@@ -201,8 +205,8 @@ def test_pgbouncer_serves_again_right_after_a_postgres_restart():
     PgBouncer's own server_login_retry (15 s) a login it tried during the restart refused every client
     for about 10 s ("server login has been failing"); the role's 2 s must leave none refused."""
     name = PGBOUNCER[0]
-    loop = ("for i in $(seq 1 60); do PGPASSWORD='%s' PGCONNECT_TIMEOUT=5 psql -XAtq -h 127.0.0.1 -p 6432 -U %s -d %s "
-            "-c 'SELECT 1' 2>&1 | head -n 1; sleep 0.1; done" % (APP_PASSWORD, APP_USER, APP_DB))
+    loop = ('for i in $(seq 1 60); do %s 2>&1 | head -n 1; sleep 0.1; done'
+            % _psql_command('SELECT 1', '127.0.0.1', 6432, APP_USER, APP_PASSWORD))
     result = {}
     clients = threading.Thread(target=lambda: result.update(run=_host(name).run(loop)))
     clients.start()
