@@ -120,3 +120,64 @@ def test_images_to_prune_keeps_the_newest_and_the_rollback_target():
     # Only images present and recorded in the history are ever named.
     assert 'id-not-ours' not in F.app_images_to_prune(history, present, keep=1)
     assert F.app_images_to_prune(history, ['id-v4'], keep=1) == []
+
+
+def _container(name, state='running', config=''):
+    return {'Names': ['/' + name], 'State': state, 'Labels': {'org.shipyard.webstack.config': config}}
+
+
+def test_config_hash_equals_ansibles_to_json_and_hash_filters():
+    # Containers of releases rolled out before the hash moved into this filter keep their label.
+    from ansible.plugins.filter.core import get_hash, to_json
+    plan = F.app_process_plan(TWO)
+    common = {'user': '', 'cap_drop': ['ALL'], 'log': ['10m', '3'], 'env': 'abc'}
+    expected = get_hash(to_json({'release': 'r1', 'process': plan[0], 'common': common, 'name': 'shop'},
+                                sort_keys=True), 'sha256')
+    assert F.app_config_hash(plan[0], 'r1', common, 'shop') == expected
+
+
+def test_rollout_steps_of_a_first_deploy_start_everything_in_blue():
+    plan = F.app_process_plan(TWO)
+    steps = F.app_rollout_steps(plan, [], {}, 'r1', {}, 'shop')
+    assert [s['name'] for s in steps] == ['web', 'scheduler', 'worker']
+    web, scheduler, worker = steps
+    assert not any(s['current'] or s['active_running'] or s['active_exists'] or s['idle_exists'] for s in steps)
+    # Nothing runs: the first slot is "active" (empty), the new container goes to the other one.
+    assert (web['active'], web['idle'], web['new_container']) == ('blue', 'green', 'shop-web-green')
+    assert web['switch'] == [{'upstream': 'web_api', 'to': 'green'}, {'upstream': 'web_front', 'to': 'green'}]
+    assert web['switch_back'] == [] and worker['switch'] == []
+    assert web['checks'] == [
+        {'name': 'web http /api/health', 'http': {'url': 'http://127.0.0.1:%d/api/health'
+                                                         % plan[0]['ports'][0]['host_ports']['green'],
+                                                  'status_codes': [200]}},
+        {'name': 'web container', 'docker': {'container': 'shop-web-green'}}]
+    assert scheduler['checks'] == [{'name': 'scheduler command',
+                                    'command': {'argv': ['docker', 'exec', 'shop-scheduler-green', 'true']}}]
+    assert worker['checks'] == [{'name': 'worker container', 'docker': {'container': 'shop-worker-green'}}]
+    assert web['record'] == {'process': 'web', 'from': 'blue', 'to': 'green', 'container': 'shop-web-green'}
+
+
+def test_rollout_steps_leave_a_current_process_alone_and_replace_a_changed_one():
+    plan = F.app_process_plan(TWO)
+    web_hash = F.app_config_hash(plan[0], 'r1', {}, 'shop')
+    worker_hash = F.app_config_hash(plan[2], 'r0', {}, 'shop')
+    containers = [_container('shop-web-green', config=web_hash), _container('shop-web-blue', 'exited'),
+                  _container('shop-worker-green', config=worker_hash), _container('other-web-blue')]
+    slots = {'web_api': 'green', 'web_front': 'green'}
+    web, scheduler, worker = F.app_rollout_steps(plan, containers, slots, 'r1', {}, 'shop')
+    assert web['current'] and web['active'] == 'green' and web['idle_exists']    # a leftover in blue
+    assert not worker['current'] and worker['active'] == 'green' and worker['new_container'] == 'shop-worker-blue'
+    assert worker['active_running'] and not worker['idle_exists']
+    assert not scheduler['current'] and not scheduler['active_running'] and not scheduler['active_exists']
+    assert worker['active_exists'] and worker['switch'] == [] and worker['switch_back'] == []
+
+
+def test_rollout_steps_replace_web_when_the_proxy_is_split_between_slots():
+    plan = F.app_process_plan(TWO)
+    web_hash = F.app_config_hash(plan[0], 'r1', {}, 'shop')
+    containers = [_container('shop-web-blue', config=web_hash), _container('shop-web-green', config=web_hash)]
+    web = F.app_rollout_steps(plan, containers, {'web_api': 'blue', 'web_front': 'green'}, 'r1', {}, 'shop')[0]
+    # Serving from blue (its first upstream), but one upstream points at green: not current.
+    assert web['active'] == 'blue' and not web['current']
+    assert web['switch_back'] == [{'upstream': 'web_api', 'to': 'blue', 'from': 'green'},
+                                  {'upstream': 'web_front', 'to': 'blue', 'from': 'green'}]
