@@ -76,8 +76,8 @@ options:
     default: [systemctl, reload, nginx]
   live_url:
     description:
-      - nginx's health route, answering JSON with the slot of every upstream (C({"slots": {"web": "blue"}})). Without
-        it an unchanged file is never reloaded.
+      - nginx's health route, answering JSON whose C(slots) field names the slot of every upstream. Without it an
+        unchanged file is never reloaded.
     type: str
   verify:
     description: HTTP checks that must all pass after the switch (through nginx).
@@ -271,8 +271,8 @@ def run_or_fail(module, argv, what, **extra):
 def verify_checks(items):
     checks = []
     for item in items:
-        options = dict((key, item.get(key)) for key in ('url', 'status_codes', 'body_regex', 'json_field', 'json_value',
-                                                         'headers', 'validate_certs'))
+        keys = ('url', 'status_codes', 'body_regex', 'json_field', 'json_value', 'headers', 'validate_certs')
+        options = dict((key, item.get(key)) for key in keys)
         checks.append(Check(item['name'], 'http', options, timeout=5))
     return checks
 
