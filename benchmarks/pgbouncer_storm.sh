@@ -10,11 +10,12 @@
 #        (a query, 2 s idle, a query); every client that cannot connect or query is counted;
 #      - pgbench with 500 clients: its TPS, or how it ended (pgbench gives up on the whole run at
 #        the first client that cannot connect, so it cannot count refused clients itself);
-#   2.  50 clients through PgBouncer   vs   50 clients directly: pgbench TPS, and their ratio
+#   2.  50 clients through PgBouncer   vs   50 clients directly: pgbench TPS, ROUNDS (3) runs of each
+#      in turn, and the ratio of their medians
 # PgBouncer's max_client_conn is 600 here (the role's default, 200, is for the one-VPS app;
 # set pgbouncer_max_client_conn above the clients you expect).
 #
-#   benchmarks/pgbouncer_storm.sh            (DURATION=10 SCALE=10 by default)
+#   benchmarks/pgbouncer_storm.sh            (DURATION=10 SCALE=10 ROUNDS=3 by default)
 # Needs: PostgreSQL server binaries (initdb, pg_ctl, pgbench), pgbouncer. Not part of `make test`.
 set -euo pipefail
 
@@ -23,6 +24,7 @@ SCALE="${SCALE:-10}"
 STORM_CLIENTS="${STORM_CLIENTS:-500}"
 CLIENTS="${CLIENTS:-50}"
 THREADS="${THREADS:-4}"
+ROUNDS="${ROUNDS:-3}"
 
 BIN="${PG_BINDIR:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}"
 PGBOUNCER="$(command -v pgbouncer || echo /usr/sbin/pgbouncer)"
@@ -153,8 +155,17 @@ read -r STORM_B_TPS _ < <(run storm-bouncer "$BPORT" "$STORM_CLIENTS" "$THREADS"
 read -r STORM_D_TPS STORM_D_PGB_ERR < <(run storm-direct "$PGPORT" "$STORM_CLIENTS" "$THREADS")
 grep -q 'could not create connection' "$WORK/storm-direct.out" && STORM_D_TPS="aborted"
 grep -q 'could not create connection' "$WORK/storm-bouncer.out" && STORM_B_TPS="aborted"
-read -r B_TPS B_ERR < <(run bouncer "$BPORT" "$CLIENTS" "$THREADS")
-read -r D_TPS D_ERR < <(run direct "$PGPORT" "$CLIENTS" "$THREADS")
+# The TPS comparison alternates the two paths ROUNDS times (bouncer, direct, bouncer, ...) and compares
+# the medians: one run each is at the mercy of what else the machine did in those seconds (and of
+# which one ran first, right after the storms).
+B_ALL=() D_ALL=() B_ERR=0 D_ERR=0
+for round in $(seq "$ROUNDS"); do
+  read -r tps err < <(run "bouncer-$round" "$BPORT" "$CLIENTS" "$THREADS"); B_ALL+=("$tps"); B_ERR=$((B_ERR + err))
+  read -r tps err < <(run "direct-$round" "$PGPORT" "$CLIENTS" "$THREADS"); D_ALL+=("$tps"); D_ERR=$((D_ERR + err))
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
+B_TPS="$(median "${B_ALL[@]}")"
+D_TPS="$(median "${D_ALL[@]}")"
 
 echo
 echo "pgbench TPC-B-like, scale $SCALE, $DURATION s per run, loopback; PostgreSQL max_connections 100"
@@ -162,7 +173,9 @@ printf '%-34s %18s %18s\n' "" "through PgBouncer" "direct to Postgres"
 printf '%-34s %18s %18s\n' "$STORM_CLIENTS clients: connection errors" "$STORM_B_ERR" "$STORM_D_ERR"
 printf '%-34s %18s %18s\n' "$STORM_CLIENTS clients: pgbench tps" "$STORM_B_TPS" "$STORM_D_TPS"
 [ -n "$STORM_D_WHY" ] && echo "  direct refusals, most common: $STORM_D_WHY"
-printf '%-34s %18s %18s\n' "$CLIENTS clients: tps" "$B_TPS" "$D_TPS"
+printf '%-34s %18s %18s\n' "$CLIENTS clients: tps (median of $ROUNDS)" "$B_TPS" "$D_TPS"
+printf '%-34s %18s %18s\n' "$CLIENTS clients: tps of each round" "$(IFS=/; echo "${B_ALL[*]}" | sed 's/\.[0-9]*//g')" \
+  "$(IFS=/; echo "${D_ALL[*]}" | sed 's/\.[0-9]*//g')"
 printf '%-34s %18s %18s\n' "$CLIENTS clients: connection errors" "$B_ERR" "$D_ERR"
 python3 -c "import sys; b, d = float(sys.argv[1]), float(sys.argv[2]); print('ratio (PgBouncer / direct tps at %s clients): %.2f' % (sys.argv[3], b / d if d else 0))" "$B_TPS" "$D_TPS" "$CLIENTS"
 if [ -n "${VERBOSE:-}" ]; then for f in "$WORK"/*.out; do echo "== $f"; grep -v "^pgbench: error: client [0-9]* aborted" "$f" | tail -n 12; done; fi
