@@ -206,6 +206,7 @@ from ansible_collections.shipyard.webstack.plugins.module_utils._probes import (
 
 SLOT_RE = re.compile(r'^([a-z][a-z0-9_]*)\.slot$')
 UPSTREAM_RE = re.compile(r'^[a-z][a-z0-9_]*$')
+SLOTS = ('blue', 'green')
 
 
 def read_text(path):
@@ -228,7 +229,8 @@ def recorded_slots(state_dir):
         match = SLOT_RE.match(entry)
         if match:
             value = (read_text(os.path.join(state_dir, entry)) or '').strip()
-            if value:
+            # As the role's status read: a file holding anything but a slot records nothing.
+            if value in SLOTS:
                 slots[match.group(1)] = value
     return slots
 
@@ -239,19 +241,20 @@ def serves_slot(url, upstream, slot, timeout=5):
                       timeout)['ok']
 
 
-def needs_reload(file_changed, live_ok):
-    """A rewritten file is always loaded; an unchanged one only when nginx serves another slot."""
-    return bool(file_changed or not live_ok)
+def write_temp(module, text, prefix, mode=0o644):
+    """text in a new file of the module's temporary directory; returns its path."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix, dir=module.tmpdir)
+    with os.fdopen(fd, 'wb') as handle:
+        handle.write(to_bytes(text))
+    os.chmod(tmp, mode)
+    return tmp
 
 
 def write_atomic(module, path, text, mode=0o644):
     """Replace path with text in one rename (readers see the old or the new file, never half)."""
     directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), dir=module.tmpdir)
+    tmp = write_temp(module, text, '.%s.' % os.path.basename(path), mode)
     try:
-        with os.fdopen(fd, 'wb') as handle:
-            handle.write(to_bytes(text))
-        os.chmod(tmp, mode)
         if not os.path.isdir(directory):
             os.makedirs(directory, 0o755)
         module.atomic_move(tmp, path)
@@ -292,7 +295,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             upstream=dict(type='str', required=True),
-            slot=dict(type='str', required=True, choices=['blue', 'green']),
+            slot=dict(type='str', required=True, choices=list(SLOTS)),
             content=dict(type='str', required=True),
             upstreams_dir=dict(type='path', default='/etc/nginx/shipyard/upstreams'),
             state_dir=dict(type='path', default='/var/lib/shipyard/proxy'),
@@ -334,9 +337,9 @@ def main():
 
     before_text = read_text(dest)
     file_changed = before_text != content
-    # An unchanged file needs a reload only when nginx has not loaded it (written by a run that failed after).
-    live_ok = True if file_changed or not p['live_url'] else serves_slot(p['live_url'], upstream, slot)
-    reload_needed = needs_reload(file_changed, live_ok)
+    # A rewritten file is always loaded; an unchanged one only when nginx does not serve it (written by
+    # a run that failed before its reload).
+    reload_needed = file_changed or bool(p['live_url'] and not serves_slot(p['live_url'], upstream, slot))
     recorded = before_slot != slot
     result = dict(changed=file_changed or reload_needed or recorded, upstream=upstream, to=slot,
                   file_changed=file_changed, reloaded=reload_needed, recorded=recorded, slots=slots,
@@ -353,10 +356,7 @@ def main():
 
     if file_changed:
         if p['validate']:
-            fd, candidate = tempfile.mkstemp(prefix='.%s.candidate.' % upstream, dir=module.tmpdir)
-            with os.fdopen(fd, 'wb') as handle:
-                handle.write(to_bytes(content))
-            os.chmod(candidate, 0o644)
+            candidate = write_temp(module, content, '.%s.candidate.' % upstream)
             try:
                 run_or_fail(module, [p['validate'], dest, candidate], 'the new upstream file was refused by ' + p['validate'])
             finally:
