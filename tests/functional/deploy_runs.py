@@ -60,8 +60,9 @@ def inventory(tmp_path, **over):
     return str(path)
 
 
-def deploy(inv, *args, owner='bob@ci', run_id=None, timeout=300, tags='verify'):
-    """ansible-playbook deploy.yml -i inv (a path or a list of them) --tags <tags> args...: (rc, output)."""
+def deploy(inv, *args, owner='bob@ci', run_id=None, timeout=300, tags='verify', playbook=PLAYBOOK):
+    """ansible-playbook deploy.yml (or playbook) -i inv (a path or a list of them) --tags <tags> args...:
+    (rc, output)."""
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, 'ansible.cfg'), ANSIBLE_NOCOLOR='1',
                SHIPYARD_DEPLOY_OWNER=owner)
     if run_id:
@@ -69,7 +70,7 @@ def deploy(inv, *args, owner='bob@ci', run_id=None, timeout=300, tags='verify'):
     cmd = [os.path.join(BIN, 'ansible-playbook')]
     for path in ([inv] if isinstance(inv, str) else inv):
         cmd += ['-i', path]
-    cmd += [PLAYBOOK, '--tags', tags] + list(args)
+    cmd += [playbook, '--tags', tags] + list(args)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           timeout=timeout, check=False)
     return proc.returncode, proc.stdout.decode('utf-8', 'replace')

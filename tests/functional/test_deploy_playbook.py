@@ -12,7 +12,10 @@ import time
 
 import pytest
 
+import os
+
 from deploy_runs import SECRET, closed_port, deploy, inventory, lock_module
+from modrun import ROOT
 
 
 BAD_ENVIRONMENTS = {
@@ -95,3 +98,18 @@ def test_second_deploy_fails_naming_the_first_owner_then_waits(tmp_path):
     assert 'took the deploy lock' in out, out
     assert 'waited' in out or 'second-run' in out
     assert not (tmp_path / 'deploy.lock').exists()
+
+
+def test_rollout_refuses_while_another_run_holds_the_lock(tmp_path):
+    """rollout.yml (rollback.yml's second half) takes the deploy lock before it touches a host: a deploy
+    in progress (here: a lock held by alice) makes it fail naming the holder, with nothing rolled out."""
+    held = lock_module(tmp_path, {'run_id': 'deploy-in-progress', 'owner': 'alice@laptop',
+                                  'label': 'deploy.yml app:1.4.2', 'ttl': 600})
+    assert held.returncode == 0, held.stdout
+    rc, out = deploy(inventory(tmp_path), run_id='rollout-run', tags='all',
+                     playbook=os.path.join(ROOT, 'playbooks', 'rollout.yml'))
+    assert rc != 0, out
+    assert 'held by another run: alice@laptop' in out and 'deploy-in-progress' in out, out
+    assert 'TASK [Roll out]' not in out and 'shipyard.webstack.app :' not in out, out
+    assert json.loads((tmp_path / 'deploy.lock').read_text())['run_id'] == 'deploy-in-progress'
+    assert not (tmp_path / 'audit.jsonl').exists()

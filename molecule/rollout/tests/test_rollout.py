@@ -101,3 +101,12 @@ def test_release_history(host):
     for entry in releases:
         if entry['result'] == 'ok':
             host.check_output('docker image inspect %s' % entry['image_id'])
+
+
+def test_audit_log_records_the_rollback(host):
+    """rollback.yml writes an audit line on every app host, like a deploy (side_effect's rollback step)."""
+    lines = [json.loads(line) for line in host.file('/var/log/shipyard/audit.jsonl').content_string.splitlines()]
+    rollbacks = [r for r in lines if r['event'] == 'rollback']
+    assert len(rollbacks) == 1, [(r['event'], r['result']) for r in lines]
+    assert rollbacks[0]['result'] == 'success' and rollbacks[0]['release'].endswith(':v1'), rollbacks[0]
+    assert '@' in rollbacks[0]['who'] and rollbacks[0]['run_id'], rollbacks[0]

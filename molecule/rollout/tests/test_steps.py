@@ -88,6 +88,9 @@ def test_f2_unhealthy_release_is_reverted_with_no_failed_request():
     assert run['rc'] != 0
     for text in ('Failing check', 'web http /api/health', 'bad_status', 'last HTTP status 503', 'Docker health log'):
         assert text in run['stdout'], text
+    # The log tail of the failing process (web), not of the healthy one (worker).
+    assert re.search(r'log lines of shop-web-(blue|green):', run['stdout']), run['stdout'][-3000:]
+    assert not re.search(r'log lines of shop-worker-', run['stdout']), run['stdout'][-3000:]
     no_failed_request(run, only_versions=['2.0.0'])
     # The first host's new container was removed, the second host was never touched.
     assert untouched(run) and served(run, 'after', '2.0.0')
@@ -111,13 +114,17 @@ def test_rollback_returns_to_the_last_good_release_with_the_warning():
     assert 'WARNING: the database has migrations of releases deployed after %s:v1' % REPO in run['stdout']
     no_failed_request(run)
     assert served(run, 'after', '1.0.0')
+    # Under the deploy lock, like a deploy: taken before the rollout, released at its end.
+    assert 'took the deploy lock' in run['stdout'] and 'Release the deploy lock on db1' in run['stdout']
+    with open(os.path.join(RUNS, 'rollback-lock.json'), encoding='utf-8') as handle:
+        assert json.load(handle) == {'lock_present': False}
 
 
 def test_deploying_the_running_release_again_changes_nothing():
     run = step('v1-again')
     assert run['rc'] == 0, run['stdout'][-3000:]
     assert changed_tasks(run['stdout']) == []
-    assert 'Deploy | Take the deploy lock' in run['stdout']   # the parser saw the run's tasks
+    assert 'Take the deploy lock on db1' in run['stdout']   # the parser saw the run's tasks
     counts = recap(run['stdout'])
     assert len(counts) == 5 and not any(host['changed'] for host in counts.values()), counts   # 4 hosts + localhost
     assert untouched(run)
@@ -128,7 +135,7 @@ def test_f3_postgres_down_fails_in_the_preflight_and_changes_nothing():
     assert run['rc'] != 0
     assert 'The preflight found' in run['stdout'] and 'nothing has been changed' in run['stdout']
     assert 'PostgreSQL on db1' in run['stdout'] and 'does not answer' in run['stdout']
-    assert 'Deploy | Take the deploy lock' not in run['stdout']
+    assert 'Take the deploy lock' not in run['stdout']
     assert re.findall(r'changed=(\d+)', run['stdout']) and not any(int(n) for n in re.findall(r'changed=(\d+)', run['stdout']))
     assert untouched(run) and served(run, 'after', '1.0.0')
     with open(os.path.join(RUNS, 'F3-lock.json'), encoding='utf-8') as handle:
