@@ -39,6 +39,9 @@ attributes:
     details:
       - Connects and checks the connection is direct, reads the ledger if it exists, and runs
         O(fingerprint_command) and O(status_command), which must therefore not change anything.
+      - When PostgreSQL refuses the login in a way the same run may be about to fix (password rejected,
+        no pg_hba.conf entry, database missing: the data tier roles only preview those in check mode), it
+        warns that it cannot tell and returns RV(pending=null) instead of failing.
       - Takes no lock, runs neither O(pre_command) nor O(command), and writes nothing (it does not even create
         the ledger table). Reports RV(pending) and RV(would_run).
   diff_mode:
@@ -245,10 +248,19 @@ skipped:
   type: bool
   sample: false
 pending:
-  description: Whether migrations were pending when the gate decided.
+  description:
+    - Whether migrations were pending when the gate decided.
+    - V(null) in check mode when the login was refused (see RV(connection_state)).
   returned: always
   type: bool
   sample: true
+connection_state:
+  description:
+    - Why PostgreSQL refused the connection, when it did.
+  returned: when the connection failed
+  type: str
+  choices: [no_response, rejecting, auth_failed, not_allowed, database_missing, too_many_clients, error]
+  sample: auth_failed
 reason:
   description: Why the gate ran or skipped, in words.
   returned: always
@@ -338,6 +350,11 @@ from ansible_collections.shipyard.webstack.plugins.module_utils._pg import (
 )
 from ansible_collections.shipyard.webstack.plugins.module_utils._redact import redact
 from ansible_collections.shipyard.webstack.plugins.module_utils import _migration as mig
+
+
+# Login refusals a run may be about to fix itself (a rotated password, a user, database or pg_hba
+# entry it creates): in check mode they are reported, not failed.
+CHECK_MODE_UNSETTLED = ('auth_failed', 'not_allowed', 'database_missing')
 
 
 class GateError(Exception):
@@ -504,6 +521,16 @@ class MigrationGate(object):
                            would_run=self.would_run() if pending else [])
         self.set_diff(not pending, True)
 
+    def cannot_preview(self, error):
+        """Check mode, and the login is refused in a way this very run may be about to fix (a password
+        being rotated, a user, database or pg_hba entry not created yet: the roles only preview those):
+        report that it cannot tell, with the reason, instead of failing the whole preview."""
+        reason = ('check mode cannot tell whether migrations are pending: %s. The run itself applies the data '
+                  'tier changes before the gate and fails there if the login is still refused.' % error.msg)
+        self.result.update(pending=None, skipped=True, reason=reason, would_run=[],
+                           connection_state=error.extra['connection_state'])
+        self.module.warn(reason)
+
     def locked_run(self):
         self.ensure_ledger()
         self.result['interrupted_runs'] = [mig.row_to_dict(*pair) for pair in self._rows(mig.sql_mark_interrupted(self.schema, self.table))]
@@ -554,7 +581,13 @@ class MigrationGate(object):
 
     def execute(self):
         try:
-            self.connect()
+            try:
+                self.connect()
+            except GateError as exc:
+                if self.module.check_mode and exc.extra.get('connection_state') in CHECK_MODE_UNSETTLED:
+                    self.cannot_preview(exc)
+                    return None
+                raise
             self.compute_fingerprint()
             if self.module.check_mode:
                 self.preview()

@@ -1,5 +1,6 @@
 """migration_gate against a real PostgreSQL and a real PgBouncer on loopback (issue 4, "Show")."""
 
+import json
 import os
 import signal
 import sys
@@ -9,6 +10,7 @@ import uuid
 
 import pytest
 
+from deploy_runs import closed_port
 from modrun import COLLECTIONS, finish_module, run_module, start_module
 from pgservers import pg_factory, pg_server, pgbouncer_server  # noqa: F401  pylint: disable=unused-import  # pytest fixtures
 
@@ -384,3 +386,25 @@ def test_gate_works_with_psycopg2(gate, psycopg2_only, pgbouncer_server):  # noq
     assert run_module(MODULE, args)['skipped'] is True
     refused = run_module(MODULE, gate.args(url=pgbouncer_server.url(), direct_check='pooling'))
     assert refused['failed'] is True and 'Use the DIRECT_URL' in refused['msg']
+
+
+def test_check_mode_with_a_password_this_run_rotates_warns_and_does_not_fail(gate):
+    """deploy --check of a password rotation: the inventory's new password is not on the server yet (the
+    postgres role only previews it), so the gate's preview cannot log in. It says it cannot tell, without
+    failing the preview and without the password; a real run with that password fails as before."""
+    rotated = gate.pg.url().replace(gate.pg.app_password, 'rotated-password-%s' % uuid.uuid4().hex[:6])
+    preview = run_module(MODULE, gate.args(url=rotated), check_mode=True)
+    assert preview.get('failed') is not True, preview.get('msg')
+    assert preview['pending'] is None and preview['changed'] is False and preview['would_run'] == []
+    assert preview['connection_state'] == 'auth_failed'
+    assert 'check mode cannot tell whether migrations are pending' in preview['reason']
+    # ansible-core 2.19 returns warnings as structured records, earlier ones as strings.
+    assert preview.get('warnings') and 'cannot tell' in json.dumps(preview['warnings']), preview
+    assert 'rotated-password' not in preview['_stdout']
+    assert gate.runs() == 0 and not gate.ledger_exists()
+    # Not in check mode, the refused login fails the gate.
+    real = run_module(MODULE, gate.args(url=rotated))
+    assert real['failed'] is True and real['connection_state'] == 'auth_failed'
+    # A server that does not answer is not something the run fixes: check mode fails on it too.
+    down = run_module(MODULE, gate.args(url='postgresql://app:x@127.0.0.1:%d/app' % closed_port()), check_mode=True)
+    assert down['failed'] is True and down['connection_state'] == 'no_response'
