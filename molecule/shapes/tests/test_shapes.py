@@ -134,10 +134,25 @@ def test_secrets_check_run_succeeded():
     assert evidence['finished'] and int(evidence['rc']) == 0, evidence['recap']
 
 
+def test_check_mode_of_a_secret_rotation_exits_0_and_says_what_it_cannot_tell():
+    """deploy --check with every password rotated (not applied): the data tier roles preview the new
+    passwords, and the migration gate, which cannot log in with a password the server does not have yet,
+    says it cannot tell instead of failing the preview. The host is unchanged (the batch's snapshots)."""
+    evidence = load('rotation-check.json')
+    assert evidence['finished'] and int(evidence['rc']) == 0, evidence['recap']
+    assert evidence['recap'] and 'failed=0' in evidence['recap'][-1], evidence['recap']
+    with open(os.path.join(EVIDENCE, 'rotation-check.log')) as handle:
+        log = handle.read()
+    assert 'check mode cannot tell whether migrations are pending' in log
+    assert evidence['after'] == evidence['before'] and evidence['before']
+
+
 def test_secrets_scan_covers_every_secret_and_place(scan):
-    # 11 new values (8 of shape 1, 3 more used by shapes 2-5) and the 8 the host had before.
-    assert len([name for name in scan['secrets'] if not name.startswith('before:')]) == 11
+    # 11 new values (8 of shape 1, 3 more used by shapes 2-5), the 8 the host had before and the 11 values
+    # of the rotation preview.
+    assert len([name for name in scan['secrets'] if ':' not in name]) == 11
     assert len([name for name in scan['secrets'] if name.startswith('before:')]) == 8
+    assert len([name for name in scan['secrets'] if name.startswith('rotated:')]) == 11
     for place in NEVER + ['env_file']:
         entry = scan['places'][place]
         assert entry['exists'] and entry['files'] > 0 and entry['bytes'] > 0, place
