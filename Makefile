@@ -21,13 +21,17 @@ help:
 	@echo "make clean-hosts  remove every test host and network left by molecule"
 	@echo "make role-docs  render roles/*/meta/argument_specs.yml into docs/roles/*.md (a unit test fails when stale)"
 
-venv: $(VENV)/.stamp .cache/collections/ansible_collections/shipyard/webstack
+venv: $(VENV)/.stamp $(VENV)/site-packages .cache/collections/ansible_collections/shipyard/webstack
 
 $(VENV)/.stamp: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements-dev.txt
 	touch $@
+
+# The venv's site-packages (community.docker & co.) under a name that does not carry the Python version.
+$(VENV)/site-packages: $(VENV)/.stamp
+	ln -sfn "$$($(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" $@
 
 # The checkout, importable as ansible_collections/shipyard/webstack.
 .cache/collections/ansible_collections/shipyard/webstack:
