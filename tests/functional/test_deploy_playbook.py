@@ -113,3 +113,16 @@ def test_rollout_refuses_while_another_run_holds_the_lock(tmp_path):
     assert 'TASK [Roll out]' not in out and 'shipyard.webstack.app :' not in out, out
     assert json.loads((tmp_path / 'deploy.lock').read_text())['run_id'] == 'deploy-in-progress'
     assert not (tmp_path / 'audit.jsonl').exists()
+
+
+@pytest.mark.parametrize('playbook', ['deploy.yml', 'rollout.yml'])
+def test_limit_without_localhost_stops_before_anything_changes(tmp_path, playbook):
+    """--limit applies to the plays on localhost too (run identity, lock, audit): without localhost in it
+    the run would go on without its lock. It stops at once, saying how to write the limit."""
+    rc, out = deploy(inventory(tmp_path), '--limit', 'h1', tags='all',
+                     playbook=os.path.join(ROOT, 'playbooks', playbook))
+    assert rc != 0, out
+    assert "leaves localhost out" in out and "--limit 'h1,localhost'" in out, out
+    assert 'Take the deploy lock' not in out and 'shipyard.webstack.app :' not in out, out
+    assert not (tmp_path / 'deploy.lock').exists()
+    assert not (tmp_path / 'audit.jsonl').exists()
