@@ -48,6 +48,16 @@ def test_f8_restore_gave_back_identical_tables(host):
     assert 'appdb' in dbs and [d for d in dbs if d.startswith('appdb_replaced_')]
 
 
+def test_restore_swap_ran_under_the_deploy_lock_and_was_audited(host):
+    # The swap took the deploy lock (on db1, the first postgres host) and released it, and wrote an audit line.
+    assert not host.file('/var/lib/shipyard/deploy.lock').exists
+    lines = [json.loads(line) for line in host.file('/var/log/shipyard/audit.jsonl').content_string.splitlines()]
+    restores = [r for r in lines if r['event'] == 'restore']
+    assert len(restores) == 1, lines
+    assert restores[0]['result'] == 'success' and restores[0]['release'].startswith('appdb from backup '), restores[0]
+    assert restores[0]['extra']['previous'].startswith('appdb_replaced_'), restores[0]
+
+
 def test_retention_removed_only_the_old_backup(host):
     facts = show(host)
     names = host.file(BACKUP_DIR).listdir()
