@@ -40,7 +40,7 @@ attributes:
       - Connects and checks the connection is direct, reads the ledger if it exists, and runs
         O(fingerprint_command) and O(status_command), which must therefore not change anything.
       - When PostgreSQL refuses the login in a way the same run may be about to fix (password rejected,
-        no pg_hba.conf entry, database missing: the data tier roles only preview those in check mode), it
+        no pg_hba.conf entry, database missing; the data tier roles only preview those in check mode), it
         warns that it cannot tell and returns RV(pending=null) instead of failing.
       - Takes no lock, runs neither O(pre_command) nor O(command), and writes nothing (it does not even create
         the ledger table). Reports RV(pending) and RV(would_run).
