@@ -126,3 +126,19 @@ def test_limit_without_localhost_stops_before_anything_changes(tmp_path, playboo
     assert 'Take the deploy lock' not in out and 'shipyard.webstack.app :' not in out, out
     assert not (tmp_path / 'deploy.lock').exists()
     assert not (tmp_path / 'audit.jsonl').exists()
+
+
+def test_tags_preflight_only_checks_takes_no_lock_and_writes_no_audit_line(tmp_path):
+    """--tags preflight: the checks and the summary; nothing is deployed, so no lock (it runs even while a
+    deploy holds the lock) and no audit line claiming a deploy."""
+    held = lock_module(tmp_path, {'run_id': 'deploy-in-progress', 'owner': 'alice@laptop', 'label': 'deploy.yml app:1',
+                                  'ttl': 600})
+    assert held.returncode == 0, held.stdout
+    rc, out = deploy(inventory(tmp_path), run_id='preflight-run', tags='preflight')
+    assert rc == 0, out
+    # (the YAML callback folds long lines)
+    assert '--tags preflight: the checks only, nothing deployed, no lock taken' in ' '.join(out.split()), out
+    assert 'took the deploy lock' not in out and 'released the deploy lock' not in out, out
+    assert 'held by another run' not in out, out
+    assert json.loads((tmp_path / 'deploy.lock').read_text())['run_id'] == 'deploy-in-progress'
+    assert not (tmp_path / 'audit.jsonl').exists()
