@@ -12,11 +12,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import hashlib
-import json
 import re
 
 from ansible.errors import AnsibleFilterError
+
+from ansible_collections.shipyard.webstack.plugins.module_utils._rollout import SLOTS
 
 # Keep equal to roles/app/defaults/main.yml (tests/unit/test_filter_app.py checks it).
 DEFAULT_HOST_PORT_BASE = 18000
@@ -32,7 +32,6 @@ DEFAULT_PROCESS = {
     'cap_add': [],
     'env': {},
 }
-SLOTS = ('blue', 'green')
 _NAME_RE = re.compile(r'^[a-z][a-z0-9_-]*$')
 _KNOWN_KEYS = set(DEFAULT_PROCESS) | {'command', 'ports', 'health'}
 
@@ -256,79 +255,6 @@ def app_images_to_prune(history, present, keep=3, protect=None):
     return out
 
 
-def app_config_hash(process, release_id, common, app_name):
-    """What a process's container is made of (release, process plan, shared settings), as one
-    sha256: a container whose label carries the same hash needs no replacement."""
-    blob = json.dumps({'release': release_id, 'process': process, 'common': common, 'name': app_name},
-                      sort_keys=True)
-    return hashlib.sha256(blob.encode('utf-8')).hexdigest()
-
-
-def _health_checks(proc, container, slot):
-    """health_poll checks that a process's new container (in slot) is ready."""
-    health = proc.get('health') or {'type': 'docker', 'docker': True}
-    checks = []
-    if health.get('type') == 'http':
-        port = [p for p in proc['ports'] if p['name'] == health.get('port')]
-        checks.append({'name': '%s http %s' % (proc['name'], health.get('path', '')),
-                       'http': {'url': 'http://127.0.0.1:%d%s' % (port[0]['host_ports'][slot] if port else 0,
-                                                                  health.get('path', '')),
-                                'status_codes': list(health.get('status_codes') or [200])}})
-    if health.get('type') == 'command':
-        checks.append({'name': '%s command' % proc['name'],
-                       'command': {'argv': ['docker', 'exec', container] + list(health.get('command') or [])}})
-    if health.get('type') == 'docker' or health.get('docker'):
-        checks.append({'name': '%s container' % proc['name'], 'docker': {'container': container}})
-    return checks
-
-
-def app_rollout_steps(plan, containers, active_slots, release_id, common, app_name,
-                      label_prefix='org.shipyard.webstack'):
-    """What the rollout does for every process of the plan on one host.
-
-    containers: the app's containers on the host (Docker's container list: Names, State, Labels);
-    active_slots: the proxy's active slot per upstream. Per process: the active and idle slots,
-    their container names, whether the active one already runs this release with this
-    configuration (current: nothing to do), and the health checks of a new container in the idle slot.
-    """
-    by_name = {}
-    for container in containers or []:
-        for name in container.get('Names') or []:
-            by_name[name.lstrip('/')] = container
-    active_slots = active_slots or {}
-    steps = []
-    for proc in plan:
-        names = dict((slot, '%s-%s-%s' % (app_name, proc['name'], slot)) for slot in SLOTS)
-        slot_containers = dict((slot, by_name.get(names[slot])) for slot in SLOTS)
-        running = [slot for slot in SLOTS if (slot_containers[slot] or {}).get('State') == 'running']
-        upstream_slots = [active_slots.get(port['upstream']) for port in proc.get('ports') or []]
-        if proc.get('slotted') and upstream_slots and upstream_slots[0] in SLOTS:
-            active = upstream_slots[0]          # the slot the proxy serves
-        else:
-            active = running[0] if running else SLOTS[0]
-        idle = [slot for slot in SLOTS if slot != active][0]
-        upstreams = [port['upstream'] for port in proc.get('ports') or []] if proc.get('slotted') else []
-        config = app_config_hash(proc, release_id, common, app_name)
-        labels = (slot_containers[active] or {}).get('Labels') or {}
-        current = (active in running and labels.get(label_prefix + '.config') == config
-                   and (not proc.get('slotted') or set(upstream_slots) == set([active])))
-        steps.append({
-            'name': proc['name'], 'process': proc, 'slotted': bool(proc.get('slotted')),
-            'active': active, 'idle': idle,
-            'active_container': names[active], 'new_container': names[idle],
-            'active_running': active in running, 'active_exists': slot_containers[active] is not None,
-            'idle_exists': slot_containers[idle] is not None,
-            'hash': config, 'current': current,
-            'checks': _health_checks(proc, names[idle], idle),
-            # The proxy's upstreams to point at the new slot, and back (only where an old one still serves).
-            'switch': [{'upstream': u, 'to': idle} for u in upstreams],
-            'switch_back': [{'upstream': u, 'to': active, 'from': idle} for u in upstreams if active in running],
-            # What the release history and the run's result keep of this step.
-            'record': {'process': proc['name'], 'from': active, 'to': idle, 'container': names[idle]},
-        })
-    return steps
-
-
 class FilterModule(object):
     """App process filters."""
 
@@ -340,5 +266,4 @@ class FilterModule(object):
             'app_history_record': app_history_record,
             'app_rollback_target': app_rollback_target,
             'app_images_to_prune': app_images_to_prune,
-            'app_rollout_steps': app_rollout_steps,
         }

@@ -44,6 +44,7 @@ from ansible_collections.shipyard.webstack.plugins.module_utils._pg import (
     pg_simple_query,
     sqlstate_of,
 )
+from ansible_collections.shipyard.webstack.plugins.module_utils._engine import docker_get, docker_socket_path
 from ansible_collections.shipyard.webstack.plugins.module_utils._redact import redact, redact_url
 
 # How much of a body or an output is kept in details and messages.
@@ -493,35 +494,6 @@ def _redis_conversation(sock, stream, options):
 # Docker (Engine API over its unix socket)
 # --------------------------------------------------------------------------
 
-class UnixHTTPConnection(http_client.HTTPConnection if http_client else object):
-    """HTTP over a unix socket, for the Docker Engine API."""
-
-    def __init__(self, path, timeout):
-        super(UnixHTTPConnection, self).__init__('localhost', timeout=timeout)
-        self._socket_path = path
-
-    def connect(self):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._socket_path)
-        except Exception:
-            sock.close()
-            raise
-        self.sock = sock
-
-
-def docker_socket_path(docker_host):
-    """Path of the Engine socket from a unix:// URL (or a bare path)."""
-    if not docker_host:
-        return '/var/run/docker.sock'
-    if docker_host.startswith('unix://'):
-        return docker_host[len('unix://'):]
-    if docker_host.startswith('/'):
-        return docker_host
-    raise ValueError('only unix:// docker hosts are supported, got %r' % redact_url(docker_host))
-
-
 def _health_log(health, count=3):
     entries = []
     for entry in (health.get('Log') or [])[-count:]:
@@ -583,22 +555,6 @@ def classify_docker_inspect(data, require_healthcheck=False):
     if last:
         error += ' (last check exit %s: %s)' % (last['exit_code'], last['output'] or 'no output')
     return False, health_status or 'unknown', error, details
-
-
-def docker_get(socket_path, path, timeout):
-    """(status, decoded JSON or text) of a GET on the Engine API."""
-    conn = UnixHTTPConnection(socket_path, timeout)
-    try:
-        conn.request('GET', path, headers={'Host': 'docker'})
-        response = conn.getresponse()
-        raw = response.read()
-    finally:
-        conn.close()
-    text = raw.decode('utf-8', 'replace')
-    try:
-        return response.status, json.loads(text)
-    except ValueError:
-        return response.status, text
 
 
 def probe_docker(options, timeout):

@@ -189,106 +189,15 @@ verify:
   elements: dict
 '''
 
-import os
-import re
-import tempfile
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.common.text.converters import to_bytes
 
-from ansible_collections.shipyard.webstack.plugins.module_utils._probes import (
-    PROBES,
-    Check,
-    excerpt,
-    poll,
-    probe_http,
+from ansible_collections.shipyard.webstack.plugins.module_utils._proxy import (
+    SLOTS,
+    Switch,
+    SwitchError,
+    apply_switches,
+    recorded_slots,
 )
-
-SLOT_RE = re.compile(r'^([a-z][a-z0-9_]*)\.slot$')
-UPSTREAM_RE = re.compile(r'^[a-z][a-z0-9_]*$')
-SLOTS = ('blue', 'green')
-
-
-def read_text(path):
-    """A file's text, or None when it does not exist."""
-    try:
-        with open(path, 'rb') as handle:
-            return handle.read().decode('utf-8')
-    except (IOError, OSError) as exc:
-        if getattr(exc, 'errno', None) == 2:
-            return None
-        raise
-
-
-def recorded_slots(state_dir):
-    """upstream -> slot, from the <upstream>.slot files of state_dir (none when it does not exist)."""
-    slots = {}
-    if not os.path.isdir(state_dir):
-        return slots
-    for entry in sorted(os.listdir(state_dir)):
-        match = SLOT_RE.match(entry)
-        if match:
-            value = (read_text(os.path.join(state_dir, entry)) or '').strip()
-            # As the role's status read: a file holding anything but a slot records nothing.
-            if value in SLOTS:
-                slots[match.group(1)] = value
-    return slots
-
-
-def serves_slot(url, upstream, slot, timeout=5):
-    """nginx's health route says it serves slot for upstream (no answer: it does not)."""
-    return probe_http({'url': url, 'status_codes': [200], 'json_field': 'slots.' + upstream, 'json_value': slot},
-                      timeout)['ok']
-
-
-def write_temp(module, text, prefix, mode=0o644):
-    """text in a new file of the module's temporary directory; returns its path."""
-    fd, tmp = tempfile.mkstemp(prefix=prefix, dir=module.tmpdir)
-    with os.fdopen(fd, 'wb') as handle:
-        handle.write(to_bytes(text))
-    os.chmod(tmp, mode)
-    return tmp
-
-
-def write_atomic(module, path, text, mode=0o644):
-    """Replace path with text in one rename (readers see the old or the new file, never half)."""
-    directory = os.path.dirname(path)
-    tmp = write_temp(module, text, '.%s.' % os.path.basename(path), mode)
-    try:
-        if not os.path.isdir(directory):
-            os.makedirs(directory, 0o755)
-        module.atomic_move(tmp, path)
-        os.chmod(path, mode)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def run_or_fail(module, argv, what, **extra):
-    rc, out, err = module.run_command(argv)
-    if rc != 0:
-        module.fail_json(msg='%s failed (%s, exit %d): %s' % (what, ' '.join(argv), rc, excerpt((err or out).strip(), 600)),
-                         **extra)
-
-
-def verify_checks(items):
-    checks = []
-    for item in items:
-        keys = ('url', 'status_codes', 'body_regex', 'json_field', 'json_value', 'headers', 'validate_certs')
-        options = dict((key, item.get(key)) for key in keys)
-        checks.append(Check(item['name'], 'http', options, timeout=5))
-    return checks
-
-
-def describe(check):
-    report = check.report()
-    text = "'%s' (%s): state %s after %d attempt(s)" % (report['name'], report['target'], report['state'], report['attempts'])
-    if report['last_error']:
-        text += ', last error: %s' % report['last_error']
-    body = (report['details'] or {}).get('body_excerpt')
-    if body:
-        text += '; body: %s' % excerpt(body, 200)
-    return text
 
 
 def main():
@@ -321,72 +230,33 @@ def main():
     )
     p = module.params
     upstream, slot = p['upstream'], p['slot']
-    if not UPSTREAM_RE.match(upstream):
-        module.fail_json(msg='upstream %r: lower-case letters, digits and _ only, starting with a letter' % upstream)
     if p['timeout'] < 0 or p['interval'] <= 0:
         module.fail_json(msg='timeout must be 0 or more and interval more than 0')
-
-    dest = os.path.join(p['upstreams_dir'], upstream + '.conf')
-    state_file = os.path.join(p['state_dir'], upstream + '.slot')
-    content = p['content'] if p['content'].endswith('\n') else p['content'] + '\n'
     slots = recorded_slots(p['state_dir'])
-    before_slot = slots.get(upstream)
-    if before_slot is None and p['require_configured'] and not module.check_mode:
+    try:
+        switch = Switch(p['upstreams_dir'], p['state_dir'], upstream, slot, p['content'], p['verify'], slots)
+    except SwitchError as exc:
+        module.fail_json(msg=str(exc))
+    if switch.before_slot is None and p['require_configured'] and not module.check_mode:
         module.fail_json(msg='upstream %s: this host has no recorded slot for it (%s); apply the '
-                             'shipyard.webstack.proxy role (tasks from main) before switching' % (upstream, state_file))
-
-    before_text = read_text(dest)
-    file_changed = before_text != content
-    # A rewritten file is always loaded; an unchanged one only when nginx does not serve it (written by
-    # a run that failed before its reload).
-    reload_needed = file_changed or bool(p['live_url'] and not serves_slot(p['live_url'], upstream, slot))
-    recorded = before_slot != slot
-    result = dict(changed=file_changed or reload_needed or recorded, upstream=upstream, to=slot,
-                  file_changed=file_changed, reloaded=reload_needed, recorded=recorded, slots=slots,
-                  check_mode=module.check_mode)
-    result['from'] = before_slot
+                             'shipyard.webstack.proxy role (tasks from main) before switching' % (upstream, switch.state_file))
+    switch.look_at_nginx(p['live_url'])
+    result = dict(changed=switch.changed, upstream=upstream, to=slot, file_changed=switch.file_changed,
+                  reloaded=switch.reload_needed, recorded=switch.recorded, slots=slots, check_mode=module.check_mode)
+    result['from'] = switch.before_slot
     if module._diff:
-        result['diff'] = [
-            dict(before_header=dest, after_header=dest, before=before_text or '', after=content),
-            dict(before_header=state_file, after_header=state_file,
-                 before=(before_slot + '\n') if before_slot else '', after=slot + '\n'),
-        ]
+        result['diff'] = switch.diff()
     if module.check_mode or not result['changed']:
         module.exit_json(**result)
-
-    if file_changed:
-        if p['validate']:
-            candidate = write_temp(module, content, '.%s.candidate.' % upstream)
-            try:
-                run_or_fail(module, [p['validate'], dest, candidate], 'the new upstream file was refused by ' + p['validate'])
-            finally:
-                os.unlink(candidate)
-        write_atomic(module, dest, content)
-    if reload_needed:
-        rc, out, err = module.run_command(p['test_command'])
-        if rc != 0:
-            # Leave nginx's files as they were: the previous file back, nothing reloaded.
-            if file_changed and before_text is not None:
-                write_atomic(module, dest, before_text)
-            elif file_changed:
-                os.unlink(dest)
-            module.fail_json(msg='nginx refused its configuration with the new upstream %s (%s, exit %d): %s; the '
-                                 'previous file is back, nginx was not reloaded'
-                                 % (upstream, ' '.join(p['test_command']), rc, excerpt((err or out).strip(), 600)),
-                             **result)
-        run_or_fail(module, p['reload_command'], 'the graceful reload of nginx', **result)
-    if p['verify']:
-        checks = verify_checks(p['verify'])
-        outcome = poll(checks, p['timeout'], interval=p['interval'], fail_fast=False, probes=PROBES)
-        result['verify'] = [dict((k, v) for k, v in c.report().items() if k in ('name', 'ok', 'state', 'attempts', 'last_error'))
-                            for c in checks]
-        if not outcome.ok:
-            module.fail_json(msg='after switching %s to %s nginx did not answer as expected within %gs: %s; the new '
-                                 'slot is not recorded' % (upstream, slot, p['timeout'],
-                                                           '. '.join(describe(c) for c in checks if not c.last['ok'])),
-                             **result)
-    if recorded:
-        write_atomic(module, state_file, slot + '\n')
+    try:
+        reports = apply_switches(module, [switch], p['validate'], p['test_command'], p['reload_command'],
+                                 p['timeout'], p['interval'])
+    except SwitchError as exc:
+        if exc.reports:
+            result['verify'] = exc.reports
+        module.fail_json(msg=str(exc), **result)
+    if reports:
+        result['verify'] = reports
     result['slots'] = dict(slots, **{upstream: slot})
     module.exit_json(**result)
 
