@@ -3,8 +3,9 @@
 #
 # A throw-away PostgreSQL (max_connections 100, scram-sha-256) and a PgBouncer set up as the
 # pgbouncer role sets them up (transaction pooling, default_pool_size 20, min_pool_size 5,
-# reserve_pool_size 5, max_db_connections 25, auth_query through a SECURITY DEFINER function)
-# are started on free loopback ports; then pgbench runs, each for DURATION seconds:
+# reserve_pool_size 5, max_db_connections 25, auth_query through a SECURITY DEFINER function,
+# PgBouncer on PostgreSQL's host reaching it through its unix socket) are started on free loopback
+# ports; the clients connect over TCP to either; then pgbench runs, each for DURATION seconds:
 #   1. 500 clients through PgBouncer   vs  500 clients directly to PostgreSQL:
 #      - connection errors: 500 psql clients connect at once and each stays connected 2 s
 #        (a query, 2 s idle, a query); every client that cannot connect or query is counted;
@@ -87,7 +88,7 @@ SQL
 
 cat > "$WORK/pgbouncer.ini" <<INI
 [databases]
-bench = host=127.0.0.1 port=$PGPORT dbname=bench
+bench = host=$WORK port=$PGPORT dbname=bench
 
 [pgbouncer]
 listen_addr = 127.0.0.1

@@ -50,11 +50,18 @@ from ansible_collections.shipyard.webstack.plugins.module_utils._redact import r
 # How much of a body or an output is kept in details and messages.
 EXCERPT_LEN = 300
 
+# A login the service refused: wrong or not yet set credentials, a user or database not created yet.
+# In check mode a deploy only previews such changes, so these states say nothing about the stack then
+# (health_poll's login_refused=report, migration_gate's preview).
+LOGIN_REFUSED_STATES = frozenset([
+    'auth_failed', 'not_allowed', 'database_missing',   # postgres / pgbouncer
+    'WRONGPASS', 'NOAUTH', 'NOPERM',                    # redis
+])
+
 # States that will not fix themselves while we wait (a wrong password does
 # not become right): with fail_fast the poll stops at once on them.
-PERMANENT_STATES = frozenset([
-    'auth_failed', 'not_allowed', 'database_missing',   # postgres / pgbouncer
-    'WRONGPASS', 'NOAUTH', 'NOPERM', 'DENIED',           # redis
+PERMANENT_STATES = LOGIN_REFUSED_STATES | frozenset([
+    'DENIED',                                            # redis protected mode
     'tls_error',                                         # certificate verification
     'no_executable',                                     # command
 ])

@@ -358,6 +358,17 @@ options:
       - With V(false) those states are retried until O(timeout) like any other.
     type: bool
     default: true
+  login_refused:
+    description:
+      - What a poll that ends with only refused logins failing means - states V(auth_failed), V(not_allowed),
+        V(database_missing), V(WRONGPASS), V(NOAUTH) or V(NOPERM), every other check passing.
+      - V(fail) fails the module, as any failing check does.
+      - V(report) ends without failure, with RV(ready=false) and the checks' names in RV(login_refused). For a
+        preview (check mode) of a run that would first set those credentials (a rotated password, a user or
+        database not created yet), where the refusal says nothing about the stack.
+    type: str
+    choices: [fail, report]
+    default: fail
 notes:
   - Rounds start O(interval) apart measured from start to start, so the wait between a service becoming
     ready and the module returning is at most one interval plus one round.
@@ -505,6 +516,12 @@ ready:
   returned: always
   type: bool
   sample: true
+login_refused:
+  description: With O(login_refused=report), the checks whose login was refused (nothing else failed).
+  returned: when O(login_refused=report) excused the failure
+  type: list
+  elements: str
+  sample: [postgres, redis]
 '''
 
 import functools
@@ -527,6 +544,7 @@ from ansible_collections.shipyard.webstack.plugins.module_utils._pg import (
 )
 from ansible_collections.shipyard.webstack.plugins.module_utils._probes import (
     CHECK_TYPES,
+    LOGIN_REFUSED_STATES,
     PROBES,
     REDIS_HINTS,
     Check,
@@ -624,6 +642,7 @@ def argument_spec():
         consecutive_successes=dict(type='int', default=1),
         check_timeout=dict(type='float', default=5),
         fail_fast=dict(type='bool', default=True),
+        login_refused=dict(type='str', choices=['fail', 'report'], default='fail'),
     )
 
 
@@ -783,6 +802,10 @@ def main():
     if outcome.ok:
         module.exit_json(msg='all %d check(s) passed after %.1fs (%d round(s))' % (
             len(checks), outcome.elapsed, outcome.rounds), **result)
+    failing = [c for c in checks if not c.last['ok']]
+    if params['login_refused'] == 'report' and failing and all(c.last['state'] in LOGIN_REFUSED_STATES for c in failing):
+        result['login_refused'] = [c.name for c in failing]
+        module.exit_json(msg='login refused (reported, not failed): ' + failure_message(outcome, params), **result)
     module.fail_json(msg=failure_message(outcome, params), **result)
 
 

@@ -348,13 +348,11 @@ from ansible_collections.shipyard.webstack.plugins.module_utils._pg import (
     PG_DRIVER, PG_IMPORT_ERROR, PG_LIB_NAME, STATE_HINTS, classify_pg_error, connection_params,
     direct_connection_problem, pg_connect, pg_connection_spec, pg_query, sqlstate_of,
 )
-from ansible_collections.shipyard.webstack.plugins.module_utils._redact import redact
-from ansible_collections.shipyard.webstack.plugins.module_utils import _migration as mig
-
-
 # Login refusals a run may be about to fix itself (a rotated password, a user, database or pg_hba
 # entry it creates): in check mode they are reported, not failed.
-CHECK_MODE_UNSETTLED = ('auth_failed', 'not_allowed', 'database_missing')
+from ansible_collections.shipyard.webstack.plugins.module_utils._probes import LOGIN_REFUSED_STATES
+from ansible_collections.shipyard.webstack.plugins.module_utils._redact import redact
+from ansible_collections.shipyard.webstack.plugins.module_utils import _migration as mig
 
 
 class GateError(Exception):
@@ -584,7 +582,7 @@ class MigrationGate(object):
             try:
                 self.connect()
             except GateError as exc:
-                if self.module.check_mode and exc.extra.get('connection_state') in CHECK_MODE_UNSETTLED:
+                if self.module.check_mode and exc.extra.get('connection_state') in LOGIN_REFUSED_STATES:
                     self.cannot_preview(exc)
                     return None
                 raise

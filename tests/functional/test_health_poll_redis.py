@@ -148,3 +148,19 @@ def test_redis_over_tls(redis_factory, test_ca):
     plain = run_module('health_poll', dict(redis_check(server, password=server.password), timeout=0.3))
     assert plain['failed'] is True and plain['checks'][0]['state'] in ('bad_response', 'reset')
     assert server.password not in plain['_stdout'] + ok['_stdout'] + untrusted['_stdout']
+
+
+def test_login_refused_report_excuses_only_refused_logins(redis_with_password):
+    server = redis_with_password
+    wrong = dict(redis_check(server, password='a-rotated-password-not-set-yet'), timeout=30, login_refused='report')
+    reported = run_module('health_poll', wrong)
+    assert reported.get('failed') is not True and reported['ready'] is False
+    assert reported['login_refused'] == ['cache'] and reported['checks'][0]['state'] == 'WRONGPASS'
+    assert reported['msg'].startswith('login refused (reported, not failed)')
+    assert 'a-rotated-password-not-set-yet' not in reported['_stdout']
+    # A check failing for another reason (nothing listens there) still fails the module.
+    closed = {'name': 'down', 'tcp': {'host': '127.0.0.1', 'port': 9}}
+    mixed = run_module('health_poll', dict(wrong, checks=wrong['checks'] + [closed], timeout=1))
+    assert mixed['failed'] is True and 'login_refused' not in mixed
+    # The default still fails on a refused login.
+    assert run_module('health_poll', dict(wrong, login_refused='fail'))['failed'] is True
