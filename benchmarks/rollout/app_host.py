@@ -6,7 +6,9 @@
                                           (what a `compose pull && up -d; sleep 10` script does)
   app_host.py boot APP IMAGE RUNS         the app's own boot-to-healthy time: start the image with
                                           the web container's settings on a spare loopback port,
-                                          poll /api/health every 20 ms until it answers 200; RUNS times
+                                          poll /api/health every 20 ms until it answers 200, then
+                                          Docker's health state until the image's own HEALTHCHECK
+                                          says healthy (what a rollout waits for too); RUNS times
 
 Prints one JSON object.
 """
@@ -68,10 +70,15 @@ def naive(app, image, pause):
     return {'container': name, 'image': image, 'stop_to_start_seconds': round(started - stopped, 2), 'sleep': pause}
 
 
+def docker_health(name):
+    return json.loads(docker('inspect', '--format', '{{json .State.Health}}', name)) or {}
+
+
 def boot(app, image, runs):
     info = json.loads(docker('inspect', web_container(app)))[0]
     name = '%s-bench-boot' % app
     times = []
+    healthy_times = []
     for _run in range(runs):
         subprocess.call(['docker', 'rm', '--force', name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         started = time.monotonic()
@@ -88,9 +95,14 @@ def boot(app, image, runs):
             else:
                 raise SystemExit('%s did not become healthy in 60 s' % image)
             times.append(round(time.monotonic() - started, 3))
+            while time.monotonic() - started < 60 and docker_health(name).get('Status', 'healthy') != 'healthy':
+                time.sleep(0.05)
+            healthy_times.append(round(time.monotonic() - started, 3))
         finally:
             subprocess.call(['docker', 'rm', '--force', name], stdout=subprocess.DEVNULL)
-    return {'image': image, 'boot_to_healthy_seconds': times, 'median': sorted(times)[len(times) // 2]}
+    return {'image': image, 'boot_to_healthy_seconds': times, 'median': sorted(times)[len(times) // 2],
+            'boot_to_docker_healthy_seconds': healthy_times,
+            'docker_healthy_median': sorted(healthy_times)[len(healthy_times) // 2]}
 
 
 def main():
