@@ -18,7 +18,8 @@ description:
   - A directory is created when missing; its owner, group and mode are set when they differ.
   - A file is written when its content differs, atomically (readers see the old or the new file), after the
     O(files[].validate) command accepted the new content; its owner, group and mode are set when they differ.
-  - An O(absent) path is removed when it exists (a file, or an empty directory).
+  - An O(absent) path is removed when it exists (a file, or an empty directory), before anything is written, so
+    a file validated later does not meet it (nginx's default site, for example).
   - Reports RV(ignore:changed) when anything changed, and which paths did in RV(changed_paths).
 author:
   - shipyard.webstack contributors (@shipyard-webstack)
@@ -87,7 +88,7 @@ options:
             it was.
         type: str
   absent:
-    description: Paths that must not exist.
+    description: Paths that must not exist, removed first.
     type: list
     elements: path
     default: []
@@ -229,15 +230,15 @@ def main():
     changed_paths = []
     diffs = []
     backups = {}
+    for path in p['absent']:
+        if ensure_absent(module, path):
+            changed_paths.append(path)
     for item in p['directories']:
         if ensure_directory(module, item):
             changed_paths.append(item['path'])
     for item in p['files']:
         if ensure_file(module, item, diffs, backups):
             changed_paths.append(item['path'])
-    for path in p['absent']:
-        if ensure_absent(module, path):
-            changed_paths.append(path)
     result = dict(changed=bool(changed_paths), changed_paths=changed_paths, backups=backups)
     if module._diff:
         result['diff'] = diffs

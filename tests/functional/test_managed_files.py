@@ -44,10 +44,22 @@ def test_only_what_differs_changes_and_diff_shows_it(tmp_path):
     os.chmod(conf + '/config.json', 0o666)
     open(conf + '/old.passfile', 'w').write('secret\n')
     result = run_module('managed_files', layout(tmp_path, unit='[Unit]\nDescription=backup v2\n'), diff=True)
-    assert result['changed_paths'] == [conf + '/backup.service', conf + '/config.json', conf + '/old.passfile']
+    assert result['changed_paths'] == [conf + '/old.passfile', conf + '/backup.service', conf + '/config.json']
     assert result['diff'] == [{'before_header': conf + '/backup.service', 'after_header': conf + '/backup.service',
                                'before': '[Unit]\nDescription=backup\n', 'after': '[Unit]\nDescription=backup v2\n'}]
     assert mode_of(conf + '/config.json') == '0o640' and not os.path.exists(conf + '/old.passfile')
+
+
+def test_absent_paths_go_before_a_file_is_validated(tmp_path):
+    # As nginx's default site: the new site only validates once the old one is gone.
+    old = tmp_path / 'default-site'
+    old.write_text('listen 80 default_server;\n')
+    args = {'files': [{'path': str(tmp_path / 'site'), 'content': 'new\n',
+                       'validate': "sh -c 'test ! -e %s' %%s" % old}],
+            'absent': [str(old)]}
+    result = run_module('managed_files', args)
+    assert result.get('failed') is not True, result.get('msg')
+    assert result['changed_paths'] == [str(old), str(tmp_path / 'site')]
 
 
 def test_check_mode_reports_and_writes_nothing(tmp_path):
