@@ -13,14 +13,8 @@ from ansible_collections.shipyard.webstack.plugins.module_utils import _engine a
 from ansible_collections.shipyard.webstack.plugins.module_utils import _proxy as X
 from ansible_collections.shipyard.webstack.plugins.module_utils import _rollout as R
 from ansible_collections.shipyard.webstack.plugins.modules import slot_rollout as M
+from test_filter_app import TWO  # the same three processes (web with two ports, worker, scheduler)
 
-TWO = {
-    'web': {'command': ['web'], 'ports': [{'name': 'api', 'container_port': 4001, 'routes': ['/api']},
-                                          {'name': 'front', 'container_port': 4000, 'routes': ['/']}],
-            'health': {'path': '/api/health', 'port': 'api'}},
-    'worker': {'command': 'worker --queue default', 'memory': '512m'},
-    'scheduler': {'command': ['scheduler'], 'health': {'command': ['true']}},
-}
 RELEASE = {'id': 'sha256:abc', 'ref': 'sha256:abc', 'image': 'shop:1.2'}
 
 
