@@ -20,7 +20,7 @@ shares the machine's cores with the four hosts and the load generator, and its o
 (~0.5 s per task and host) would otherwise be measured as the app's latency. The module runs
 on the hosts are not reniced (Docker starts them, not the controller).
 
-Usage: python benchmarks/rollout.py [--rate 35] [--keep] [--json results.json]
+Usage: python benchmarks/rollout.py [--rate 30] [--keep] [--json results.json]
 """
 import argparse
 import glob
@@ -189,7 +189,7 @@ def print_figures(fig):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--rate', type=float, default=35.0, help='requests per second and load worker (4 workers)')
+    parser.add_argument('--rate', type=float, default=30.0, help='requests per second and load worker (4 workers)')
     parser.add_argument('--keep', action='store_true', help='leave the hosts (molecule destroy -s rollout removes them)')
     parser.add_argument('--json', help='write the figures to this file')
     parser.add_argument('--controller-nice', type=int, default=10, metavar='N',
