@@ -159,3 +159,18 @@ def test_f4_unreachable_host_stops_the_rollout_and_the_fleet_stays_one_release()
     assert run['after']['app2']['containers'] == run['before']['app2']['containers']
     with open(os.path.join(RUNS, 'F4-lock.json'), encoding='utf-8') as handle:
         assert json.load(handle) == {'lock_present': False}
+
+
+def test_restore_swap_stops_the_apps_containers_found_by_their_label_and_starts_them_again():
+    run = step('restore-swap')
+    assert run['rc'] == 0, run['stdout'][-3000:]
+    assert 'is now the restored copy of backup' in run['stdout']
+    for host in ('app1', 'app2'):
+        names = sorted(run['before'][host]['containers'])
+        assert names, run['before']
+        for name in names:
+            # Stopped before the swap and started again after it, on the host they run on.
+            assert run['stdout'].count("'%s', '%s'" % (host, name)) >= 2, (host, name)
+    # The same containers serve again: started, not replaced.
+    assert untouched(run)
+    assert all(run['after'][h]['web_version'] == run['before'][h]['web_version'] for h in ('app1', 'app2'))
