@@ -36,6 +36,20 @@ VERIFY_KEYS = ('url', 'status_codes', 'body_regex', 'json_field', 'json_value', 
 NGINX_WORKER_TITLE = 'nginx: worker process'
 
 
+def switch_settings_spec():
+    """The options of a switch besides what to switch (proxy_switch's, and slot_rollout's proxy)."""
+    return dict(
+        upstreams_dir=dict(type='path', default='/etc/nginx/shipyard/upstreams'),
+        state_dir=dict(type='path', default='/var/lib/shipyard/proxy'),
+        validate=dict(type='path'),
+        test_command=dict(type='list', elements='str', default=['nginx', '-t', '-q']),
+        reload_command=dict(type='list', elements='str', default=['systemctl', 'reload', 'nginx']),
+        live_url=dict(type='str'),
+        timeout=dict(type='float', default=30),
+        interval=dict(type='float', default=0.2),
+    )
+
+
 class SwitchError(Exception):
     """A switch that could not be made; nginx's files are as they were unless the message says otherwise."""
 

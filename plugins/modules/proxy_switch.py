@@ -197,35 +197,30 @@ from ansible_collections.shipyard.webstack.plugins.module_utils._proxy import (
     SwitchError,
     apply_switches,
     recorded_slots,
+    switch_settings_spec,
 )
 
 
 def main():
+    spec = switch_settings_spec()
+    spec.update(
+        upstream=dict(type='str', required=True),
+        slot=dict(type='str', required=True, choices=list(SLOTS)),
+        content=dict(type='str', required=True),
+        verify=dict(type='list', elements='dict', default=[], options=dict(
+            name=dict(type='str', required=True),
+            url=dict(type='str', required=True),
+            status_codes=dict(type='list', elements='int'),
+            body_regex=dict(type='str'),
+            json_field=dict(type='str'),
+            json_value=dict(type='raw'),
+            headers=dict(type='dict'),
+            validate_certs=dict(type='bool', default=True),
+        )),
+        require_configured=dict(type='bool', default=True),
+    )
     module = AnsibleModule(
-        argument_spec=dict(
-            upstream=dict(type='str', required=True),
-            slot=dict(type='str', required=True, choices=list(SLOTS)),
-            content=dict(type='str', required=True),
-            upstreams_dir=dict(type='path', default='/etc/nginx/shipyard/upstreams'),
-            state_dir=dict(type='path', default='/var/lib/shipyard/proxy'),
-            validate=dict(type='path'),
-            test_command=dict(type='list', elements='str', default=['nginx', '-t', '-q']),
-            reload_command=dict(type='list', elements='str', default=['systemctl', 'reload', 'nginx']),
-            live_url=dict(type='str'),
-            verify=dict(type='list', elements='dict', default=[], options=dict(
-                name=dict(type='str', required=True),
-                url=dict(type='str', required=True),
-                status_codes=dict(type='list', elements='int'),
-                body_regex=dict(type='str'),
-                json_field=dict(type='str'),
-                json_value=dict(type='raw'),
-                headers=dict(type='dict'),
-                validate_certs=dict(type='bool', default=True),
-            )),
-            timeout=dict(type='float', default=30),
-            interval=dict(type='float', default=0.2),
-            require_configured=dict(type='bool', default=True),
-        ),
+        argument_spec=spec,
         supports_check_mode=True,
     )
     p = module.params

@@ -286,6 +286,7 @@ from ansible_collections.shipyard.webstack.plugins.module_utils._proxy import (
     apply_switches,
     nginx_workers,
     recorded_slots,
+    switch_settings_spec,
     wait_exited,
 )
 from ansible_collections.shipyard.webstack.plugins.module_utils._redact import redact
@@ -544,16 +545,9 @@ def argument_spec():
             check_timeout=dict(type='float', default=5),
         )),
         proxy=dict(type='dict', options=dict(
+            switch_settings_spec(),
             upstreams=dict(type='list', elements='dict', required=True),
-            upstreams_dir=dict(type='path', default='/etc/nginx/shipyard/upstreams'),
-            state_dir=dict(type='path', default='/var/lib/shipyard/proxy'),
-            validate=dict(type='path'),
-            test_command=dict(type='list', elements='str', default=['nginx', '-t', '-q']),
-            reload_command=dict(type='list', elements='str', default=['systemctl', 'reload', 'nginx']),
-            live_url=dict(type='str'),
             pid_file=dict(type='path', default='/run/nginx.pid'),
-            timeout=dict(type='float', default=30),
-            interval=dict(type='float', default=0.2),
         )),
         drain_seconds=dict(type='float', default=10),
         log_lines=dict(type='int', default=20),
