@@ -96,10 +96,15 @@ def container_spec(step, release, settings, env, app_name, label_prefix=DEFAULT_
     security_opts, log_max_size, log_max_file; env: KEY=VALUE lines (the env file, then the process's own).
     """
     proc, slot = step['process'], step['idle']
+    merged = {}
+    for line in env:   # the process's own env wins over the env file, as with docker run --env-file --env
+        name, _sep, value = line.partition('=')
+        merged[name] = value
+    merged.update((str(k), str(v)) for k, v in (proc.get('env') or {}).items())
     return {
         'image': release['ref'],
         'command': list(proc.get('command') or []),
-        'env': list(env) + ['%s=%s' % (k, v) for k, v in sorted((proc.get('env') or {}).items())],
+        'env': ['%s=%s' % (k, v) for k, v in sorted(merged.items())],
         'ports': [{'host_ip': '127.0.0.1', 'host_port': port['host_ports'][slot], 'container_port': port['container_port']}
                   for port in proc.get('ports') or []],
         'memory': proc.get('memory'),

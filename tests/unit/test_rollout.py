@@ -84,11 +84,13 @@ def test_container_spec_and_engine_body_carry_the_hardening_and_the_slot_ports()
     web = R.rollout_steps(plan, [], {}, 'r1', {}, 'shop')[0]
     settings = {'user': '1000', 'cap_drop': ['ALL'], 'security_opts': ['no-new-privileges'],
                 'log_max_size': '10m', 'log_max_file': 5}
+    web['process']['env'] = {'PORT': '4001', 'A': 'from the process'}
     spec = R.container_spec(web, RELEASE, settings, ['A=1', 'DATABASE_URL=postgresql://u:p@h/db'], 'shop')
     body = E.container_config(spec)
     host = body['HostConfig']
     assert body['Image'] == 'sha256:abc' and body['Cmd'] == ['web'] and body['User'] == '1000'
-    assert body['Env'][:2] == ['A=1', 'DATABASE_URL=postgresql://u:p@h/db']
+    # One entry per name; the process's own env wins over the env file.
+    assert body['Env'] == ['A=from the process', 'DATABASE_URL=postgresql://u:p@h/db', 'PORT=4001']
     green = plan[0]['ports'][0]['host_ports']['green']
     assert host['PortBindings']['4001/tcp'] == [{'HostIp': '127.0.0.1', 'HostPort': str(green)}]
     assert body['ExposedPorts'] == {'4001/tcp': {}, '4000/tcp': {}}
