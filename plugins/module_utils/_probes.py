@@ -989,11 +989,18 @@ class Check(object):
         self.ready_at = None
         self.finished_at = None
 
-    def record(self, result, started, ended):
-        """Keep the result of one attempt (times relative to the start of the poll)."""
+    def record(self, result, started, ended, cut=False):
+        """Keep the result of one attempt (times relative to the start of the poll).
+
+        ``cut``: the poll's deadline gave this attempt less than the check's own timeout. Such an
+        attempt that timed out says nothing about the check, so the state seen before it stays the
+        check's state (the attempt still counts).
+        """
         self.attempts += 1
-        self.last = result
         self.finished_at = ended
+        if cut and self.last is not None and not result['ok'] and result['state'] == 'timeout':
+            return
+        self.last = result
         if not result['ok']:
             self.last_failure = result
             self.ready_at = None
@@ -1101,14 +1108,17 @@ def poll(checks, timeout, interval=1.0, backoff=1.0, max_interval=None, start_pe
     deadline = origin + start_period + timeout
     streak = failing = rounds = 0
 
+    given = {}
+
     def timeout_for(check):
         # Never let one attempt run far past the deadline.
-        return max(0.5, min(check.timeout, deadline - clock()))
+        given[id(check)] = max(0.5, min(check.timeout, deadline - clock()))
+        return given[id(check)]
 
     while True:
         round_start = clock()
         for check, (result, started, ended) in zip(checks, run_round(checks, timeout_for, clock, probes)):
-            check.record(result, started - origin, ended - origin)
+            check.record(result, started - origin, ended - origin, cut=given[id(check)] < check.timeout)
         rounds += 1
         now = clock()
         if all(check.last['ok'] for check in checks):

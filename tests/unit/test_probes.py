@@ -326,6 +326,35 @@ def test_poll_timeout_runs_a_last_round_at_the_deadline():
     assert outcome.rounds == 4
 
 
+def slow_answer(seconds, state):
+    """A probe whose answer takes ``seconds``: with less time than that it times out."""
+    def probe(options, timeout):
+        if timeout < seconds:
+            return P.probe_result(False, 'timeout', 'timed out after %.1fs' % timeout)
+        return P.probe_result(False, state, 'error: ' + state)
+    return probe
+
+
+def test_poll_an_attempt_cut_short_by_the_deadline_does_not_replace_the_checks_state():
+    check = P.Check('web', 'slow', {}, 2.0)
+    clock = FakeClock()
+    outcome = P.poll([check], timeout=3, interval=1, clock=clock, sleep=clock.sleep,
+                     probes={'slow': slow_answer(0.7, 'bad_status')})
+    report = check.report()
+    # rounds at 0, 1, 2 and 3 s: the one at 3 s had 0.5 s, less than the answer takes
+    assert outcome.reason == 'timeout' and report['attempts'] == 4
+    assert report['state'] == 'bad_status' and report['last_error'] == 'error: bad_status'
+    assert [h['state'] for h in report['history']] == ['bad_status']
+
+
+def test_poll_a_timeout_with_the_checks_whole_timeout_is_the_checks_state():
+    check = P.Check('web', 'slow', {}, 0.5)
+    clock = FakeClock()
+    P.poll([check], timeout=2, interval=1, clock=clock, sleep=clock.sleep,
+           probes={'slow': slow_answer(0.7, 'bad_status')})
+    assert check.report()['state'] == 'timeout'
+
+
 def test_poll_fail_fast_on_permanent_states_but_not_in_start_period():
     outcome, dummy = run_poll([['auth_failed']], timeout=100)
     assert not outcome.ok and outcome.reason == 'permanent' and outcome.rounds == 1
