@@ -159,6 +159,9 @@ def describe_check(check):
     if details.get('health_log') is not None:
         text += '; Docker health log (last 2): %s' % ' / '.join(
             _shorten(entry.get('output') or '', 200) for entry in details['health_log'][-2:])
+    if len(check.get('history') or []) > 1:
+        text += '; states seen: %s' % ', '.join(
+            '%s from %gs' % (entry['state'], entry['at']) for entry in check['history'])
     return text + '.'
 
 

@@ -160,7 +160,8 @@ def test_failure_message_names_the_checks_what_was_undone_and_the_logs():
     steps = R.rollout_steps(plan, containers, {'web_api': 'blue', 'web_front': 'blue'}, 'sha256:abc', {}, 'shop')
     check = {'name': 'web http /api/health', 'type': 'http', 'target': 'http://127.0.0.1:18100/api/health',
              'state': 'bad_status', 'attempts': 12, 'last_error': 'HTTP 503',
-             'details': {'status': 503, 'body_excerpt': '{"status": "starting"}'}}
+             'details': {'status': 503, 'body_excerpt': '{"status": "starting"}'},
+             'history': [{'state': 'refused', 'at': 0.0}, {'state': 'bad_status', 'at': 1.5}]}
     docker = {'name': 'web container', 'type': 'docker', 'target': 'container shop-web-green', 'state': 'unhealthy',
               'attempts': 12, 'last_error': 'health is unhealthy',
               'details': {'health_log': [{'output': 'a'}, {'output': 'b'}, {'output': 'c'}]}}
@@ -168,6 +169,7 @@ def test_failure_message_names_the_checks_what_was_undone_and_the_logs():
                              2, ['switching the proxy back failed: x'])
     assert text.startswith("the rollout of shop:1.2 (sha256:abc) failed at 'health': Failing check 'web http /api/health'")
     assert 'state bad_status after 12 attempt(s), last error: HTTP 503; last HTTP status 503, body: {"status": "starting"}' in text
+    assert 'body: {"status": "starting"}; states seen: refused from 0s, bad_status from 1.5s.' in text
     assert 'Docker health log (last 2): b / c.' in text
     assert 'The new containers shop-web-green, shop-scheduler-green, shop-worker-green were removed; ' \
            'the old ones keep serving: shop-web-blue.' in text
