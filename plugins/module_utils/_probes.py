@@ -975,8 +975,11 @@ def describe_target(kind, options):
 class Check(object):
     """One check and what happened to it so far."""
 
-    def __init__(self, name, kind, options, timeout, secrets=()):
+    def __init__(self, name, kind, options, timeout, secrets=(), successes=None):
         self.name = name
+        # Passing attempts in a row this check needs; None: the poll's consecutive_successes.
+        self.successes = successes
+        self.streak = 0
         self.named = False  # True when the user gave the name (messages then also show type and target)
         self.kind = kind
         self.options = options
@@ -993,14 +996,16 @@ class Check(object):
         """Keep the result of one attempt (times relative to the start of the poll).
 
         ``cut``: the poll's deadline gave this attempt less than the check's own timeout. Such an
-        attempt that timed out says nothing about the check, so the state seen before it stays the
-        check's state (the attempt still counts).
+        attempt that timed out after a failure says nothing new about the check, so the failure seen
+        before it stays the check's state (the attempt still counts). After a success it is recorded:
+        a timeout never leaves a check looking ready.
         """
         self.attempts += 1
         self.finished_at = ended
-        if cut and self.last is not None and not result['ok'] and result['state'] == 'timeout':
+        if cut and self.last is not None and not self.last['ok'] and not result['ok'] and result['state'] == 'timeout':
             return
         self.last = result
+        self.streak = self.streak + 1 if result['ok'] else 0
         if not result['ok']:
             self.last_failure = result
             self.ready_at = None
@@ -1097,7 +1102,11 @@ class PollResult(object):
 
 def poll(checks, timeout, interval=1.0, backoff=1.0, max_interval=None, start_period=0.0,
          consecutive_successes=1, fail_fast=True, clock=time.monotonic, sleep=time.sleep, probes=None):
-    """Run rounds of all checks until one full streak of passing rounds, a permanent failure or the deadline.
+    """Run rounds of all checks until every check passed its last ``consecutive_successes`` attempts (or its
+    own ``successes``), a permanent failure or the deadline.
+
+    Every check runs in every round, so with no check of its own count this is a streak of that many
+    passing rounds.
 
     Rounds start ``interval`` apart (measured start to start, so a slow check
     does not add to the wait), growing by ``backoff`` up to ``max_interval``
@@ -1124,7 +1133,7 @@ def poll(checks, timeout, interval=1.0, backoff=1.0, max_interval=None, start_pe
         if all(check.last['ok'] for check in checks):
             streak += 1
             failing = 0
-            if streak >= consecutive_successes:
+            if all(check.streak >= (check.successes or consecutive_successes) for check in checks):
                 return PollResult(True, 'ready', rounds, now - origin, checks, streak)
             delay = interval
         else:

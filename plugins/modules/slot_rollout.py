@@ -124,7 +124,10 @@ options:
         type: float
         default: 1
       consecutive_successes:
-        description: Rounds in a row in which every check must pass.
+        description:
+          - Attempts in a row every check must pass.
+          - A C(docker) check counts once: it reads the status Docker keeps, which changes only when the image's
+            HEALTHCHECK runs again (its interval); reading it again in between proves nothing more.
         type: int
         default: 3
       start_period:
@@ -344,7 +347,8 @@ def build_checks(steps, check_timeout):
     for step in steps:
         for item in step['checks']:
             kind = [k for k in CHECK_KINDS if k in item][0]
-            checks.append(Check(item['name'], kind, item[kind], check_timeout))
+            checks.append(Check(item['name'], kind, item[kind], check_timeout,
+                                successes=1 if kind == 'docker' else None))
     return checks
 
 

@@ -355,6 +355,29 @@ def test_poll_a_timeout_with_the_checks_whole_timeout_is_the_checks_state():
     assert check.report()['state'] == 'timeout'
 
 
+def test_poll_a_check_with_its_own_count_of_successes():
+    # docker is 'starting' for three rounds; http passes from the first
+    for docker_successes, rounds in ((None, 6), (1, 4)):
+        checks = [P.Check('http', 'http', {}, 1.0), P.Check('docker', 'docker', {}, 1.0, successes=docker_successes)]
+        probes = {'http': scripted(['ok']), 'docker': scripted(['starting'] * 3 + ['ok'])}
+        clock = FakeClock()
+        outcome = P.poll(checks, timeout=30, interval=1, consecutive_successes=3, clock=clock, sleep=clock.sleep,
+                         probes=probes)
+        assert outcome.ok and outcome.rounds == rounds, docker_successes
+
+
+def test_poll_a_timeout_cut_short_after_a_success_is_recorded():
+    answers = iter([P.probe_result(True, 'ok')])
+
+    def probe(options, timeout):
+        return next(answers, P.probe_result(False, 'timeout', 'timed out'))
+    check = P.Check('web', 'p', {}, 2.0)
+    clock = FakeClock()
+    outcome = P.poll([check], timeout=1, interval=1, consecutive_successes=3, clock=clock, sleep=clock.sleep,
+                     probes={'p': probe})
+    assert not outcome.ok and check.report()['state'] == 'timeout' and check.streak == 0
+
+
 def test_poll_fail_fast_on_permanent_states_but_not_in_start_period():
     outcome, dummy = run_poll([['auth_failed']], timeout=100)
     assert not outcome.ok and outcome.reason == 'permanent' and outcome.rounds == 1

@@ -53,6 +53,13 @@ def test_rollout_steps_of_a_first_deploy_start_everything_in_blue():
     assert web['record'] == {'process': 'web', 'from': 'blue', 'to': 'green', 'container': 'shop-web-green'}
 
 
+def test_the_health_gate_reads_dockers_health_once_and_asks_the_others_for_a_streak():
+    steps = R.rollout_steps(F.app_process_plan(TWO), [], {}, 'r1', {}, 'shop')
+    checks = M.build_checks(steps, 5)
+    assert [(c.name, c.successes) for c in checks] == [
+        ('web http /api/health', None), ('web container', 1), ('scheduler command', None), ('worker container', 1)]
+
+
 def test_rollout_steps_leave_a_current_process_alone_and_replace_a_changed_one():
     plan = F.app_process_plan(TWO)
     web_hash = R.config_hash(plan[0], 'r1', {}, 'shop')
