@@ -43,13 +43,15 @@ def health_checks(proc, container, slot):
     return checks
 
 
-def rollout_steps(plan, containers, active_slots, release_id, common, app_name, label_prefix=DEFAULT_LABEL_PREFIX):
+def rollout_steps(plan, containers, active_slots, release_id, common, app_name, label_prefix=DEFAULT_LABEL_PREFIX,
+                  image_id=None):
     """What the rollout does for every process of the plan on one host.
 
-    containers: the app's containers on the host (Docker's container list: Names, State, Labels);
+    containers: the app's containers on the host (Docker's container list: Names, State, Labels, ImageID);
     active_slots: the proxy's active slot per upstream. Per process: the active and idle slots,
     their container names, whether the active one already runs this release with this
-    configuration (current: nothing to do), and the health checks of a new container in the idle slot.
+    configuration (current: nothing to do; with image_id, its image must be that one too), and the
+    health checks of a new container in the idle slot.
     """
     by_name = {}
     for container in containers or []:
@@ -71,6 +73,7 @@ def rollout_steps(plan, containers, active_slots, release_id, common, app_name, 
         config = config_hash(proc, release_id, common, app_name)
         labels = (slot_containers[active] or {}).get('Labels') or {}
         current = (active in running and labels.get(label_prefix + '.config') == config
+                   and (not image_id or slot_containers[active].get('ImageID') == image_id)
                    and (not proc.get('slotted') or set(upstream_slots) == set([active])))
         steps.append({
             'name': proc['name'], 'process': proc, 'slotted': bool(proc.get('slotted')),

@@ -68,6 +68,12 @@ options:
         description: The name people read (repository and tag).
         type: str
         required: true
+      image_id:
+        description:
+          - The image id (C(sha256:...)) of the release on this host. When given, a running container counts as
+            current only when it runs this image too, not only when its labels say so (a container re-created by
+            hand with the labels of another).
+        type: str
   processes:
     description:
       - The app's processes, as the P(shipyard.webstack.app_process_plan#filter) filter plans them (name, command,
@@ -530,6 +536,7 @@ def argument_spec():
             id=dict(type='str', required=True),
             ref=dict(type='str', required=True),
             image=dict(type='str', required=True),
+            image_id=dict(type='str'),
         )),
         processes=dict(type='list', elements='dict', required=True),
         config_common=dict(type='dict', default={}),
@@ -595,7 +602,7 @@ def main():
         module.fail_json(msg='cannot read the containers of %s: %s' % (p['app'], exc))
     slots = recorded_slots(p['proxy']['state_dir']) if p['proxy'] else {}
     steps = rollout_steps(p['processes'], containers, slots, release['id'], p['config_common'], p['app'],
-                          p['label_prefix'])
+                          p['label_prefix'], image_id=release.get('image_id'))
     rollout = Rollout(module, engine, steps)
     result = dict(changed=bool(rollout.changing or [s for s in steps if s['idle_exists']]), plan=preview(steps, release),
                   steps=[step_summary(s) for s in steps], processes=[], timings=rollout.timings,

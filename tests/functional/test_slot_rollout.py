@@ -217,6 +217,19 @@ def test_a_container_an_interrupted_run_left_in_the_idle_slot_is_replaced(host):
     assert set(c[2] for c in host.containers().values()) == {'r2'}
 
 
+def test_a_container_that_runs_another_image_than_the_release_is_not_current(host):
+    args = host.args('r1')
+    args['release']['image_id'] = json.loads(docker('image', 'inspect', host.image))[0]['Id']
+    assert run_module('slot_rollout', args).get('failed') is not True
+    again = run_module('slot_rollout', args)
+    assert not again['changed'] and 'nothing to do' in again['msg']
+    # Same labels, another image (a container re-created by hand): the release is not running there.
+    args['release']['image_id'] = 'sha256:' + 'f' * 64
+    drifted = run_module('slot_rollout', args, check_mode=True)
+    assert drifted['changed'] and drifted['plan'].startswith('web: would start busybox:r1 (r1) as %s-web-blue'
+                                                             % host.app), drifted['plan']
+
+
 def test_bad_input_is_refused_before_anything_changes(host):
     args = host.args('r1', health=dict(interval=0), processes=[{'name': 'web'}])
     result = run_module('slot_rollout', args)

@@ -75,6 +75,17 @@ def test_rollout_steps_leave_a_current_process_alone_and_replace_a_changed_one()
     assert worker['active_exists'] and worker['switch'] == [] and worker['switch_back'] == []
 
 
+def test_rollout_steps_with_the_image_id_want_the_running_container_on_that_image():
+    plan = F.app_process_plan(TWO)[:1]
+    web_hash = R.config_hash(plan[0], 'r1', {}, 'shop')
+    running = [{'Names': ['/shop-web-blue'], 'State': 'running', 'ImageID': 'sha256:aaa',
+                'Labels': {'org.shipyard.webstack.config': web_hash}}]
+    slots = {'web_api': 'blue', 'web_front': 'blue'}
+    assert R.rollout_steps(plan, running, slots, 'r1', {}, 'shop')[0]['current']
+    assert R.rollout_steps(plan, running, slots, 'r1', {}, 'shop', image_id='sha256:aaa')[0]['current']
+    assert not R.rollout_steps(plan, running, slots, 'r1', {}, 'shop', image_id='sha256:bbb')[0]['current']
+
+
 def test_rollout_steps_replace_web_when_the_proxy_is_split_between_slots():
     plan = F.app_process_plan(TWO)
     web_hash = R.config_hash(plan[0], 'r1', {}, 'shop')
