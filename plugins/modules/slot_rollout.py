@@ -132,7 +132,7 @@ options:
       consecutive_successes:
         description:
           - Attempts in a row every check must pass.
-          - A C(docker) check counts once: it reads the status Docker keeps, which changes only when the image's
+          - A C(docker) check counts once, since it reads the status Docker keeps, which changes only when the image's
             HEALTHCHECK runs again (its interval); reading it again in between proves nothing more.
         type: int
         default: 3
