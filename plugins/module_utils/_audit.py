@@ -78,10 +78,19 @@ def encode_line(record):
 
 
 def ensure_dir(directory, mode):
-    """Create the directory (and parents) with mode; True when created."""
+    """Create the directory (and parents) with mode; True when this call created it.
+
+    Safe against a concurrent run creating it at the same moment (two deploys taking the lock, two
+    hosts' writers on a shared path): that one's directory is kept as it is.
+    """
     if not directory or os.path.isdir(directory):
         return False
-    os.makedirs(directory, mode)
+    try:
+        os.makedirs(directory, mode)
+    except OSError as exc:
+        if exc.errno == errno.EEXIST and os.path.isdir(directory):
+            return False
+        raise
     os.chmod(directory, mode)  # makedirs' mode is subject to the umask
     return True
 

@@ -21,6 +21,7 @@ import time
 
 from ansible.module_utils.common.text.converters import to_bytes
 
+from ansible_collections.shipyard.webstack.plugins.module_utils._audit import ensure_dir
 from ansible_collections.shipyard.webstack.plugins.module_utils._probes import (
     PROBES,
     Check,
@@ -104,8 +105,7 @@ def write_atomic(module, path, text, mode=0o644):
     directory = os.path.dirname(path)
     tmp = write_temp(module, text, '.%s.' % os.path.basename(path), mode)
     try:
-        if not os.path.isdir(directory):
-            os.makedirs(directory, 0o755)
+        ensure_dir(directory, 0o755)
         module.atomic_move(tmp, path)
         os.chmod(path, mode)
     finally:

@@ -220,6 +220,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.shipyard.webstack.plugins.module_utils import _lock as lk
+from ansible_collections.shipyard.webstack.plugins.module_utils._audit import ensure_dir
 
 
 class DeployLock(object):
@@ -240,9 +241,7 @@ class DeployLock(object):
         return os.path.isdir(os.path.dirname(self.path) or '.')
 
     def ensure_dir(self):
-        directory = os.path.dirname(self.path)
-        if directory and not os.path.isdir(directory):
-            os.makedirs(directory, 0o755)
+        ensure_dir(os.path.dirname(self.path), 0o755)
 
     def look(self):
         """Read the lock without changing anything (shared guard, only when the guard already exists)."""

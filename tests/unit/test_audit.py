@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLLECTIONS = os.path.join(ROOT, '.cache', 'collections')
@@ -81,3 +82,18 @@ def test_ensure_dir(tmp_path):
     assert audit.ensure_dir(directory, 0o750) is True
     assert os.stat(directory).st_mode & 0o777 == 0o750
     assert audit.ensure_dir(directory, 0o750) is False
+
+
+def test_ensure_dir_keeps_a_directory_a_concurrent_run_created_at_the_same_moment(tmp_path, monkeypatch):
+    target = str(tmp_path / 'var-lib-shipyard')
+    real_makedirs = os.makedirs
+
+    def racing_makedirs(path, mode=0o777):
+        real_makedirs(path, 0o700)    # the other run wins the race, with its own mode
+        real_makedirs(path, mode)     # then ours: EEXIST
+    monkeypatch.setattr(audit.os, 'makedirs', racing_makedirs)
+    assert audit.ensure_dir(target, 0o755) is False
+    assert os.path.isdir(target) and oct(os.stat(target).st_mode & 0o777) == oct(0o700)
+    (tmp_path / 'a-file').write_text('x')
+    with pytest.raises(OSError):
+        audit.ensure_dir(str(tmp_path / 'a-file'), 0o755)   # a file in the way is still an error
