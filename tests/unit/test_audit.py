@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
