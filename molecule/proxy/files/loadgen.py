@@ -3,7 +3,7 @@
 Usage: loadgen.py URL HOSTHEADER RESULT_JSON WARM_FILE STOP_FILE
 Four workers: two reuse keep-alive connections, two open a new connection per request.
 Writes WARM_FILE after WARM requests; once STOP_FILE exists it makes AFTER more requests
-and stops. Hard bounds: MAX_REQUESTS in all, MAX_SECONDS, and a paced rate. Only loopback is targeted.
+and stops (during_switch: the requests between the two, while the switch ran). Hard bounds: MAX_REQUESTS in all, MAX_SECONDS, and a paced rate. Only loopback is targeted.
 
 A failed request is any exception or any answer other than 200 with a slot in the body.
 Like every HTTP client (browsers, urllib3), a request whose *reused* idle keep-alive
@@ -20,7 +20,7 @@ import time
 from urllib.parse import urlsplit
 
 URL, HOST, RESULT, WARM_FILE, STOP_FILE = sys.argv[1:6]
-WARM, AFTER, MAX_REQUESTS, MAX_SECONDS = 500, 1000, 100000, 300
+WARM, AFTER, MAX_REQUESTS, MAX_SECONDS = 500, 1500, 100000, 300
 PER_WORKER_RATE = 100.0  # requests per second and worker, at most (400/s in all)
 parts = urlsplit(URL)
 assert parts.hostname in ('127.0.0.1', '::1', 'localhost'), 'loopback only'
@@ -51,6 +51,7 @@ def more():
             return False
         if state['stop_at'] is None and os.path.exists(STOP_FILE):
             state['stop_at'] = state['total'] + AFTER
+            state['during_switch'] = state['total'] - WARM
         if state['stop_at'] is not None and state['total'] >= state['stop_at']:
             return False
         state['total'] += 1

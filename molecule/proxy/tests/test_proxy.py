@@ -183,6 +183,9 @@ def test_switch_under_load_failed_no_request(host):
     assert load['failed'] == 0, load['failures']
     assert load['ok'] == load['total'] >= 2000, load
     assert load['stop_at'] is not None, 'the load loop hit its bounds before the switch finished'
+    # Requests kept coming while the switch ran (between the warm-up and the stop signal), not
+    # only before and after it.
+    assert load['during_switch'] >= 200, load
     assert load['slots'].get('blue', 0) > 0 and load['slots'].get('green', 0) > 0, load['slots']
     assert load['last_200'] == ['green'] * 200, load['last_200']
 
