@@ -3,7 +3,8 @@
 Usage: loadgen.py URL HOSTHEADER RESULT_JSON WARM_FILE STOP_FILE
 Four workers: two reuse keep-alive connections, two open a new connection per request.
 Writes WARM_FILE after WARM requests; once STOP_FILE exists it makes AFTER more requests
-and stops (during_switch: the requests between the two, while the switch ran). Hard bounds: MAX_REQUESTS in all, MAX_SECONDS, and a paced rate. Only loopback is targeted.
+and stops (during_switch: the requests between the two, while the switch ran).
+Hard bounds: MAX_REQUESTS in all, MAX_SECONDS, and a paced rate. Only loopback is targeted.
 
 A failed request is any exception or any answer other than 200 with a slot in the body.
 Like every HTTP client (browsers, urllib3), a request whose *reused* idle keep-alive
