@@ -77,24 +77,6 @@ def encode_line(record):
     return (json.dumps(record, separators=(',', ':'), ensure_ascii=False, default=str) + '\n').encode('utf-8')
 
 
-def ensure_dir(directory, mode):
-    """Create the directory (and parents) with mode; True when this call created it.
-
-    Safe against a concurrent run creating it at the same moment (two deploys taking the lock, two
-    hosts' writers on a shared path): that one's directory is kept as it is.
-    """
-    if not directory or os.path.isdir(directory):
-        return False
-    try:
-        os.makedirs(directory, mode)
-    except OSError as exc:
-        if exc.errno == errno.EEXIST and os.path.isdir(directory):
-            return False
-        raise
-    os.chmod(directory, mode)  # makedirs' mode is subject to the umask
-    return True
-
-
 def append_line(path, data, mode=0o640, gid=-1):
     """Append data (one line, bytes) to path with one O_APPEND write; returns (created, bytes_written).
 

@@ -21,7 +21,7 @@ import time
 
 from ansible.module_utils.common.text.converters import to_bytes
 
-from ansible_collections.shipyard.webstack.plugins.module_utils._audit import ensure_dir
+from ansible_collections.shipyard.webstack.plugins.module_utils._files import ensure_dir
 from ansible_collections.shipyard.webstack.plugins.module_utils._probes import (
     PROBES,
     Check,

@@ -182,6 +182,7 @@ import socket
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.shipyard.webstack.plugins.module_utils import _audit as audit
+from ansible_collections.shipyard.webstack.plugins.module_utils._files import ensure_dir
 
 
 def octal(module, name):
@@ -243,7 +244,7 @@ def main():
         result['created'] = not os.path.exists(p['path'])
         module.exit_json(**result)
     try:
-        audit.ensure_dir(os.path.dirname(p['path']), dir_mode)
+        ensure_dir(os.path.dirname(p['path']), dir_mode)
         result['created'], result['bytes'] = audit.append_line(p['path'], audit.encode_line(record), mode, gid)
     except (IOError, OSError) as exc:
         module.fail_json(msg='cannot append to the audit log %s: %s' % (p['path'], exc), **result)

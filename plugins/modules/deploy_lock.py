@@ -220,7 +220,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.shipyard.webstack.plugins.module_utils import _lock as lk
-from ansible_collections.shipyard.webstack.plugins.module_utils._audit import ensure_dir
+from ansible_collections.shipyard.webstack.plugins.module_utils._files import ensure_dir
 
 
 class DeployLock(object):

@@ -12,6 +12,7 @@ if COLLECTIONS not in sys.path:
     sys.path.insert(0, COLLECTIONS)
 
 from ansible_collections.shipyard.webstack.plugins.module_utils import _audit as audit  # noqa: E402
+from ansible_collections.shipyard.webstack.plugins.module_utils import _files as files  # noqa: E402
 from ansible_collections.shipyard.webstack.plugins.module_utils._redact import MASK  # noqa: E402
 
 
@@ -80,9 +81,9 @@ def test_append_after_a_cut_line_starts_a_new_line(tmp_path):
 
 def test_ensure_dir(tmp_path):
     directory = str(tmp_path / 'var' / 'log' / 'shipyard')
-    assert audit.ensure_dir(directory, 0o750) is True
+    assert files.ensure_dir(directory, 0o750) is True
     assert os.stat(directory).st_mode & 0o777 == 0o750
-    assert audit.ensure_dir(directory, 0o750) is False
+    assert files.ensure_dir(directory, 0o750) is False
 
 
 def test_ensure_dir_keeps_a_directory_a_concurrent_run_created_at_the_same_moment(tmp_path, monkeypatch):
@@ -92,9 +93,9 @@ def test_ensure_dir_keeps_a_directory_a_concurrent_run_created_at_the_same_momen
     def racing_makedirs(path, mode=0o777):
         real_makedirs(path, 0o700)    # the other run wins the race, with its own mode
         real_makedirs(path, mode)     # then ours: EEXIST
-    monkeypatch.setattr(audit.os, 'makedirs', racing_makedirs)
-    assert audit.ensure_dir(target, 0o755) is False
+    monkeypatch.setattr(files.os, 'makedirs', racing_makedirs)
+    assert files.ensure_dir(target, 0o755) is False
     assert os.path.isdir(target) and oct(os.stat(target).st_mode & 0o777) == oct(0o700)
     (tmp_path / 'a-file').write_text('x')
     with pytest.raises(OSError):
-        audit.ensure_dir(str(tmp_path / 'a-file'), 0o755)   # a file in the way is still an error
+        files.ensure_dir(str(tmp_path / 'a-file'), 0o755)   # a file in the way is still an error
