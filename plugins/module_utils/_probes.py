@@ -972,13 +972,19 @@ def describe_target(kind, options):
 # The polling loop
 # --------------------------------------------------------------------------
 
+# Checks that read a state someone else keeps up to date at their own pace (Docker's health state
+# changes only when the image's HEALTHCHECK runs again): one passing reading counts, reading it again
+# within that interval proves nothing more.
+READ_ONCE_KINDS = frozenset(['docker'])
+
+
 class Check(object):
     """One check and what happened to it so far."""
 
     def __init__(self, name, kind, options, timeout, secrets=(), successes=None):
         self.name = name
         # Passing attempts in a row this check needs; None: the poll's consecutive_successes.
-        self.successes = successes
+        self.successes = 1 if successes is None and kind in READ_ONCE_KINDS else successes
         self.streak = 0
         self.named = False  # True when the user gave the name (messages then also show type and target)
         self.kind = kind

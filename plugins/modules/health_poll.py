@@ -343,6 +343,8 @@ options:
   consecutive_successes:
     description:
       - Number of passing rounds in a row needed (guards against a service that flaps).
+      - A C(docker) check counts once, since it reads the state Docker keeps, which changes only when the image's
+        HEALTHCHECK runs again.
     type: int
     default: 1
   check_timeout:

@@ -353,8 +353,7 @@ def build_checks(steps, check_timeout):
     for step in steps:
         for item in step['checks']:
             kind = [k for k in CHECK_KINDS if k in item][0]
-            checks.append(Check(item['name'], kind, item[kind], check_timeout,
-                                successes=1 if kind == 'docker' else None))
+            checks.append(Check(item['name'], kind, item[kind], check_timeout))
     return checks
 
 

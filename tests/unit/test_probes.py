@@ -356,14 +356,20 @@ def test_poll_a_timeout_with_the_checks_whole_timeout_is_the_checks_state():
 
 
 def test_poll_a_check_with_its_own_count_of_successes():
-    # docker is 'starting' for three rounds; http passes from the first
-    for docker_successes, rounds in ((None, 6), (1, 4)):
-        checks = [P.Check('http', 'http', {}, 1.0), P.Check('docker', 'docker', {}, 1.0, successes=docker_successes)]
-        probes = {'http': scripted(['ok']), 'docker': scripted(['starting'] * 3 + ['ok'])}
+    # status is 'starting' for three rounds; http passes from the first
+    for status_successes, rounds in ((None, 6), (1, 4)):
+        checks = [P.Check('http', 'http', {}, 1.0), P.Check('status', 'status', {}, 1.0, successes=status_successes)]
+        probes = {'http': scripted(['ok']), 'status': scripted(['starting'] * 3 + ['ok'])}
         clock = FakeClock()
         outcome = P.poll(checks, timeout=30, interval=1, consecutive_successes=3, clock=clock, sleep=clock.sleep,
                          probes=probes)
-        assert outcome.ok and outcome.rounds == rounds, docker_successes
+        assert outcome.ok and outcome.rounds == rounds, status_successes
+
+
+def test_dockers_health_state_counts_once_unless_the_check_says_otherwise():
+    assert P.Check('web', 'docker', {}, 1.0).successes == 1
+    assert P.Check('web', 'docker', {}, 1.0, successes=3).successes == 3
+    assert P.Check('web', 'http', {}, 1.0).successes is None
 
 
 def test_poll_a_timeout_cut_short_after_a_success_is_recorded():
