@@ -65,6 +65,21 @@ def _secrets_of(values, options):
     return found
 
 
+def _plain(value):
+    """The same data as built-in dicts, lists and strs.
+
+    The validator deep-copies its spec and parameters; a template's result carries ansible-core's
+    tags (origins) on every string, and copying those made the check of one host take seconds.
+    """
+    if isinstance(value, dict):
+        return dict((_plain(key), _plain(item)) for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, str) and type(value) is not str:
+        return str.__str__(value)
+    return value
+
+
 def _rewrite(message):
     """[(variable, what is wrong)] from one validator message, built from its parts, no value."""
     match = _TYPE_RE.match(message)
@@ -108,8 +123,8 @@ def role_spec_violations(values, specs, roles, host=''):
     for role in roles or []:
         if role not in specs:
             raise AnsibleFilterError('role_spec_violations: no argument spec for the role %s' % role)
-        options = specs[role] or {}
-        provided = dict((name, values[name]) for name in options if name in values)
+        options = _plain(specs[role] or {})
+        provided = _plain(dict((name, values[name]) for name in options if name in values))
         secrets = sorted(_secrets_of(provided, options), key=len, reverse=True)
         result = ArgumentSpecValidator(options).validate(provided, validate_role_argument_spec=True)
         for message in result.error_messages:

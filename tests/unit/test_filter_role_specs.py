@@ -94,3 +94,46 @@ def test_unknown_message_shapes_keep_no_secret_value():
 def test_a_role_without_a_spec_is_an_error():
     with pytest.raises(AnsibleFilterError, match='no argument spec for the role nope'):
         role_spec_violations({}, SPECS, ['nope'])
+
+
+class _TaggedStr(str):
+    """Stands for ansible-core's tagged strings (a str subclass carrying the value's origin)."""
+
+
+def _tagged(value):
+    if isinstance(value, dict):
+        return dict((_TaggedStr(key), _tagged(item)) for key, item in value.items())
+    if isinstance(value, list):
+        return [_tagged(item) for item in value]
+    return _TaggedStr(value) if isinstance(value, str) else value
+
+
+def _strs(value):
+    if isinstance(value, dict):
+        return [s for key, item in value.items() for s in _strs(key) + _strs(item)]
+    if isinstance(value, list):
+        return [s for item in value for s in _strs(item)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_the_validator_gets_plain_data_and_the_same_verdicts(monkeypatch):
+    """Deep-copying tagged strings made one host's check take seconds: only built-in types reach it."""
+    from ansible_collections.shipyard.webstack.plugins.filter import role_specs
+    given = []
+    real = role_specs.ArgumentSpecValidator
+
+    def recording(spec):
+        given.append(spec)
+        validator = real(spec)
+        validate = validator.validate
+
+        def validate_recorded(parameters, *args, **kwargs):
+            given.append(parameters)
+            return validate(parameters, *args, **kwargs)
+        validator.validate = validate_recorded
+        return validator
+    monkeypatch.setattr(role_specs, 'ArgumentSpecValidator', recording)
+    values = dict(PGB_SECRETS, pgbouncer_pool_mode='sessions', pgbouncer_listen_port='6433')
+    tagged = role_spec_violations(_tagged(values), _tagged(SPECS), ['pgbouncer'], 'h1')
+    assert tagged == check(values, ['pgbouncer']) != []
+    assert given and all(type(s) is str for data in given for s in _strs(data))
