@@ -75,8 +75,8 @@ def _plain(value):
         return dict((_plain(key), _plain(item)) for key, item in value.items())
     if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
-    if isinstance(value, str) and type(value) is not str:
-        return str.__str__(value)
+    if isinstance(value, str):
+        return str.__str__(value)   # a subclass's instance as a str (a str itself is returned as is)
     return value
 
 

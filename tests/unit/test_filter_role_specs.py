@@ -136,4 +136,4 @@ def test_the_validator_gets_plain_data_and_the_same_verdicts(monkeypatch):
     values = dict(PGB_SECRETS, pgbouncer_pool_mode='sessions', pgbouncer_listen_port='6433')
     tagged = role_spec_violations(_tagged(values), _tagged(SPECS), ['pgbouncer'], 'h1')
     assert tagged == check(values, ['pgbouncer']) != []
-    assert given and all(type(s) is str for data in given for s in _strs(data))
+    assert given and all(s.__class__ is str for data in given for s in _strs(data))

@@ -1,0 +1,46 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, shipyard.webstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Which of a role's packages the host's package facts do not show installed.
+
+A role's install task asks apt only when something is missing: an apt run that finds everything
+present still costs a module run (and, past the cache time, a refresh of the package lists), and a
+deploy runs one per role and host. Without package facts every package counts as missing, so a role
+applied alone asks apt as before.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible.errors import AnsibleFilterError
+
+# A name apt resolves itself (a version, a release, a pattern, a file): the facts cannot answer for it.
+_APT_SYNTAX = ('=', '/', '*', '?', '[', '>', '<')
+
+
+def packages_missing(wanted, installed=None):
+    """The names in wanted that installed does not list, in wanted's order.
+
+    installed: the names of the installed packages (deploy.yml's shipyard_installed_packages), or
+    ansible_facts.packages as package_facts sets it, or None (nothing known).
+    """
+    if isinstance(wanted, str) or not isinstance(wanted, (list, tuple)):
+        raise AnsibleFilterError('packages_missing: expects a list of package names, got %s' % type(wanted).__name__)
+    if isinstance(installed, (list, tuple)):
+        installed = dict((str(name), True) for name in installed)
+    if installed is not None and not isinstance(installed, dict):
+        raise AnsibleFilterError('packages_missing: the installed packages must be a list of names or '
+                                 'ansible_facts.packages (a dict), got %s' % type(installed).__name__)
+    known = installed or {}
+    missing = []
+    for name in wanted:
+        name = str(name)
+        if installed is None or any(mark in name for mark in _APT_SYNTAX) or not known.get(name):
+            missing.append(name)
+    return missing
+
+
+class FilterModule(object):
+    def filters(self):
+        return {'packages_missing': packages_missing}
