@@ -26,6 +26,7 @@ FAIL with a message naming the package to install, never skip.
 import glob
 import os
 import pwd
+import random
 import secrets
 import shutil
 import signal
@@ -55,6 +56,38 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(('127.0.0.1', 0))
         return sock.getsockname()[1]
+
+
+def ephemeral_port_range():
+    """(low, high) of the ports the kernel hands out to outgoing connections and to bind(0)."""
+    try:
+        with open('/proc/sys/net/ipv4/ip_local_port_range') as handle:
+            low, high = handle.read().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(('127.0.0.1', port))
+        except OSError:
+            return False
+    return True
+
+
+def free_fixed_ports(*offsets, low=20000):
+    """A base port such that base + each offset is free now and below the ephemeral range.
+
+    Ports chosen by the test (not by bind(0)) must stay out of the ephemeral range: any outgoing connection on the
+    machine may be given that port as its local end in the meantime and the later bind fails."""
+    ceiling = ephemeral_port_range()[0] - max(offsets or (0,)) - 1
+    for _ in range(50):
+        base = random.randrange(low, ceiling, 2)
+        if all(_bindable(base + offset) for offset in offsets or (0,)):
+            return base
+    raise ServerError('no free ports at offsets %s between %d and %d' % (offsets, low, ceiling))
 
 
 def make_password(prefix='pw'):

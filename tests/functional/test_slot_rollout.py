@@ -8,13 +8,13 @@ molecule rollout scenario; here every decision and every undo is seen on real co
 
 import json
 import os
-import random
 import subprocess
 import time
 
 import pytest
 
 from modrun import run_module
+from pgservers import free_fixed_ports
 from servers import docker
 from test_proxy_switch import Proxy, _slot_of, _upstream
 
@@ -43,7 +43,7 @@ class Host:
 
     def __init__(self, tmp_path, proxy, busybox):
         self.app = 'sr%s' % os.urandom(3).hex()
-        self.base = random.randrange(20000, 40000, 2)
+        self.base = free_fixed_ports(0, 100)   # the blue and green slots' host ports
         self.image = busybox
         self.proxy = proxy
         self.env_file = str(tmp_path / 'app.env')
