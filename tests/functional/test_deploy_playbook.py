@@ -100,14 +100,16 @@ def test_second_deploy_fails_naming_the_first_owner_then_waits(tmp_path):
     assert not (tmp_path / 'deploy.lock').exists()
 
 
-def test_rollout_refuses_while_another_run_holds_the_lock(tmp_path):
-    """rollout.yml (rollback.yml's second half) takes the deploy lock before it touches a host: a deploy
-    in progress (here: a lock held by alice) makes it fail naming the holder, with nothing rolled out."""
+@pytest.mark.parametrize('playbook', ['rollout.yml', 'release.yml'])
+def test_phase_playbook_refuses_while_another_run_holds_the_lock(tmp_path, playbook):
+    """rollout.yml (rollback.yml's second half) and release.yml take the deploy lock before they touch a host:
+    a deploy in progress (here: a lock held by alice) makes them fail naming the holder, with nothing pulled,
+    migrated or rolled out."""
     held = lock_module(tmp_path, {'run_id': 'deploy-in-progress', 'owner': 'alice@laptop',
                                   'label': 'deploy.yml app:1.4.2', 'ttl': 600})
     assert held.returncode == 0, held.stdout
-    rc, out = deploy(inventory(tmp_path), run_id='rollout-run', tags='all',
-                     playbook=os.path.join(ROOT, 'playbooks', 'rollout.yml'))
+    rc, out = deploy(inventory(tmp_path), run_id='phase-run', tags='all',
+                     playbook=os.path.join(ROOT, 'playbooks', playbook))
     assert rc != 0, out
     assert 'held by another run: alice@laptop' in out and 'deploy-in-progress' in out, out
     assert 'TASK [Roll out]' not in out and 'shipyard.webstack.app :' not in out, out
@@ -115,7 +117,26 @@ def test_rollout_refuses_while_another_run_holds_the_lock(tmp_path):
     assert not (tmp_path / 'audit.jsonl').exists()
 
 
-@pytest.mark.parametrize('playbook', ['deploy.yml', 'rollout.yml'])
+def test_failed_release_phase_releases_the_lock_and_audits(tmp_path):
+    """release.yml alone: a phase that fails (here the app role's own checks, before anything is pulled) is
+    rescued, so its last play still writes the `release` audit line, releases the lock and fails the run
+    saying what failed."""
+    rc, out = deploy(inventory(tmp_path, app_name='Shop App'), run_id='run-failing-release', tags='all',
+                     playbook=os.path.join(ROOT, 'playbooks', 'release.yml'))
+    assert rc != 0, out
+    assert 'took the deploy lock' in out, out
+    assert 'The release phase failed; the lock was released.' in out, out
+    assert '- release on h1: app_name must be lower case letters' in out, out
+    assert 'Migration gate' not in out or 'skipping' in out, out
+    assert not (tmp_path / 'deploy.lock').exists(), 'the lock survived a failed release phase'
+    lines = [json.loads(line) for line in (tmp_path / 'audit.jsonl').read_text().splitlines()]
+    assert [(r['event'], r['result'], r['run_id'], r['who']) for r in lines] == [
+        ('release', 'failed', 'run-failing-release', 'bob@ci')]
+    assert lines[0]['extra']['failures'] == ['release'], lines[0]
+    assert SECRET not in out
+
+
+@pytest.mark.parametrize('playbook', ['deploy.yml', 'rollout.yml', 'release.yml'])
 def test_limit_without_localhost_stops_before_anything_changes(tmp_path, playbook):
     """--limit applies to the plays on localhost too (run identity, lock, audit): without localhost in it
     the run would go on without its lock. It stops at once, saying how to write the limit."""

@@ -110,3 +110,12 @@ def test_audit_log_records_the_rollback(host):
     assert len(rollbacks) == 1, [(r['event'], r['result']) for r in lines]
     assert rollbacks[0]['result'] == 'success' and rollbacks[0]['release'].endswith(':v1'), rollbacks[0]
     assert '@' in rollbacks[0]['who'] and rollbacks[0]['run_id'], rollbacks[0]
+
+
+def test_audit_log_records_the_release_phase_run_alone(host):
+    """release.yml writes a `release` line on every app host (side_effect's v1-release step)."""
+    lines = [json.loads(line) for line in host.file('/var/log/shipyard/audit.jsonl').content_string.splitlines()]
+    releases = [r for r in lines if r['event'] == 'release']
+    assert len(releases) == 1, [(r['event'], r['result']) for r in lines]
+    assert releases[0]['result'] == 'success' and releases[0]['release'].endswith(':v1'), releases[0]
+    assert releases[0]['digest'].startswith('sha256:') and releases[0]['run_id'], releases[0]

@@ -130,6 +130,15 @@ def test_deploying_the_running_release_again_changes_nothing():
     assert untouched(run)
 
 
+def test_release_playbook_alone_runs_under_the_lock_and_changes_nothing_for_the_running_release():
+    run = step('v1-release')
+    assert run['rc'] == 0, run['stdout'][-3000:]
+    assert 'took the deploy lock' in run['stdout'] and 'Release the deploy lock on db1' in run['stdout']
+    assert 'Release %s:v1' % REPO in run['stdout'] and 'migrations up to date' in run['stdout'], run['stdout'][-3000:]
+    assert changed_tasks(run['stdout']) == []
+    assert untouched(run) and served(run, 'after', '1.0.0')
+
+
 def test_f3_postgres_down_fails_in_the_preflight_and_changes_nothing():
     run = step('F3-postgres-down')
     assert run['rc'] != 0
