@@ -83,7 +83,7 @@ def free_fixed_ports(*offsets, low=20000):
     Ports chosen by the test (not by bind(0)) must stay out of the ephemeral range: any outgoing connection on the
     machine may be given that port as its local end in the meantime and the later bind fails."""
     ceiling = ephemeral_port_range()[0] - max(offsets or (0,)) - 1
-    for _ in range(50):
+    for _attempt in range(50):
         base = random.randrange(low, ceiling, 2)
         if all(_bindable(base + offset) for offset in offsets or (0,)):
             return base
