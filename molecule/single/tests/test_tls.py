@@ -1,0 +1,1 @@
+../../_shared/data_tier/tests/test_tls.py
