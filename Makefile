@@ -25,8 +25,7 @@ venv: $(VENV)/.stamp $(VENV)/site-packages .cache/collections/ansible_collection
 
 $(VENV)/.stamp: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	scripts/venv-install $(VENV)
 	touch $@
 
 # The venv's site-packages (community.docker & co.) under a name that does not carry the Python version.

@@ -29,6 +29,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -75,6 +76,20 @@ def summary(output):
         return {}
     at = output.find('"msg": ', at)
     return json.JSONDecoder().raw_decode(output[at + len('"msg": '):])[0] if at >= 0 else {}
+
+
+def host_results_per_play(output):
+    """{play name: results that ran (ok or changed, one per host and task or loop item)} from the
+    default callback's output; plays of the same name (the rollout's batches) add up. Where the
+    no-op's time goes: each result is a task's round on a host."""
+    counts, play = {}, None
+    for line in output.splitlines():
+        match = re.match(r'PLAY \[(.*)\] \*+', line)
+        if match:
+            play = match.group(1)
+        elif play and re.match(r'(ok|changed): \[', line):
+            counts[play] = counts.get(play, 0) + 1
+    return counts
 
 
 def percentile(values, pct):
@@ -132,7 +147,10 @@ def report(first, results):
     fig = {
         'P3': {'first_converge_s': first.get('durations', {}).get('total'),
                'noop_rerun_s': noop_summary.get('durations', {}).get('total'),
-               'noop_rc': noop['rc'], 'changed_tasks': changed_tasks(noop['stdout'])},
+               'noop_rc': noop['rc'], 'changed_tasks': changed_tasks(noop['stdout']),
+               'phases_s': {phase: [first.get('durations', {}).get(phase), seconds]
+                            for phase, seconds in sorted(noop_summary.get('durations', {}).items()) if phase != 'total'},
+               'noop_results_per_play': host_results_per_play(noop['stdout'])},
         'steady': load_figures(steady),
         'rolling': dict(load_figures(rolling), rc=rolling['rc']),
         'naive': dict(load_figures(naive), rc=naive['rc']),
@@ -179,6 +197,12 @@ def print_figures(fig):
              sorted(docker_boot)[len(docker_boot) // 2]))
     print('P3 first converge %.1f s, no-op rerun %.1f s (exit %d), tasks changed: %s'
           % (p3['first_converge_s'], p3['noop_rerun_s'], p3['noop_rc'], p3['changed_tasks'] or 'none'))
+    print('P3 phases, first converge / no-op rerun: %s'
+          % ', '.join('%s %s/%s s' % (phase, first_s, noop_s) for phase, (first_s, noop_s) in p3['phases_s'].items()))
+    per_play = p3['noop_results_per_play']
+    print('P3 no-op rerun: %d host results (ok or changed) in all; most in: %s'
+          % (sum(per_play.values()), ', '.join('%s %d' % (play, count) for play, count in
+                                               sorted(per_play.items(), key=lambda item: -item[1])[:5])))
     print('P4 detect-and-revert %s s with a %d s health timeout; %d failed of %d requests meanwhile'
           % (p4['detect_and_revert_s'], p4['health_timeout_s'], fig['broken']['failed'], fig['broken']['requests']))
     print('ratio P1: rolling failed %d vs naive failed %d (goal 0 of >= 5000); p99 during/steady %.2f (goal <= %.1f)'

@@ -46,3 +46,31 @@ def test_percentile_nearest_rank():
     assert bench.percentile(values, 50) == 51   # index round(0.5 * 99) = 50
     assert bench.percentile(values, 99) == 99
     assert bench.percentile([7.0], 99) == 7.0
+
+
+def test_host_results_are_counted_per_play_and_plays_of_one_name_add_up():
+    output = '''
+PLAY [Deploy | Data tier | Redis] **********************************************
+
+TASK [shipyard.webstack.redis : Check the password] ****************************
+ok: [cache1]
+
+TASK [shipyard.webstack.redis : Install Redis] *********************************
+skipping: [cache1]
+
+PLAY [Deploy | Rollout | One batch at a time] **********************************
+
+TASK [Deploy | Is this host still reachable?] **********************************
+ok: [app1]
+
+PLAY [Deploy | Rollout | One batch at a time] **********************************
+
+TASK [Deploy | Is this host still reachable?] **********************************
+ok: [app2]
+
+TASK [shipyard.webstack.app : Roll out every process] **************************
+changed: [app2]
+failed: [app2] => {"msg": "not counted: it did not run to the end"}
+'''
+    assert bench.host_results_per_play(output) == {'Deploy | Data tier | Redis': 1,
+                                                   'Deploy | Rollout | One batch at a time': 3}
