@@ -166,7 +166,9 @@ def report(first, results):
     docker_median = boot.get('docker_healthy_median', boot_median)
     fig['P2'] = {host: {'rollout_s': line.get('seconds'),
                         'minus_boot_s': round(float(line.get('seconds', 0)) - boot_median, 2),
-                        'minus_docker_healthy_s': round(float(line.get('seconds', 0)) - docker_median, 2)}
+                        'minus_docker_healthy_s': round(float(line.get('seconds', 0)) - docker_median, 2),
+                        # slot_rollout's own phases; what is left of rollout_s is the tasks around it.
+                        'phases_s': line.get('phases') or {}}
                  for host, line in sorted(hosts.items())}
     failed_host = [line for line in broken_summary.get('hosts', {}).values() if line.get('rollout') == 'failed']
     fig['P4'] = {'detect_and_revert_s': failed_host[0]['seconds'] if failed_host else None,
@@ -195,6 +197,12 @@ def print_figures(fig):
           % (', '.join('%s %.1f s' % (h, float(v['rollout_s'])) for h, v in p2.items()), fig['boot_to_healthy_s'],
              sorted(fig['boot_to_healthy_s'])[len(fig['boot_to_healthy_s']) // 2], docker_boot,
              sorted(docker_boot)[len(docker_boot) // 2]))
+    for host, line in p2.items():
+        phases = line.get('phases_s') or {}
+        if phases:
+            print('P2 %s: rollout %.1f s = slot_rollout %s, the tasks around it %.1f s'
+                  % (host, float(line['rollout_s']), ' + '.join('%s %.1f' % (k, float(v)) for k, v in phases.items()),
+                     float(line['rollout_s']) - sum(float(v) for v in phases.values())))
     print('P3 first converge %.1f s, no-op rerun %.1f s (exit %d), tasks changed: %s'
           % (p3['first_converge_s'], p3['noop_rerun_s'], p3['noop_rc'], p3['changed_tasks'] or 'none'))
     print('P3 phases, first converge / no-op rerun: %s'

@@ -329,6 +329,8 @@ def deploy_host_summary(hostvars):
         'target': release.get('image', 'not resolved'),
         'rollout': rollout.get('status', 'not run'),
         'seconds': rollout.get('seconds', 0),
+        # slot_rollout's phases on this host (start, health, switch, drain, stop), where it ran.
+        'phases': rollout.get('phases') or {},
         'migrations': ('%s (%s)' % (migration.get('outcome'), migration.get('reason')) if migration.get('reason')
                        else migration.get('outcome', 'not run')),
         'failed': ('%s: %s' % (failure.get('phase'), failure.get('msg', ''))[:300]) if failure else '',

@@ -1,12 +1,14 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) 2026, shipyard.webstack contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Which of a role's packages the host's package facts do not show installed.
+"""What the host's state facts (the host_state module's) say a role still has to do.
 
-A role's install task asks apt only when something is missing: an apt run that finds everything
-present still costs a module run (and, past the cache time, a refresh of the package lists), and a
-deploy runs one per role and host. Without package facts every package counts as missing, so a role
-applied alone asks apt as before.
+packages_missing: a role's install task asks apt only when something is missing - an apt run that
+finds everything present still costs a module run (and, past the cache time, a refresh of the
+package lists), and a deploy runs one per role and host.
+unit_settled: a role's "enable and start" task runs only when its unit is not already so - a
+systemd_service run that finds nothing to do costs a module run as well.
+Without the facts nothing counts as done, so a role applied alone runs those tasks as before.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -41,6 +43,31 @@ def packages_missing(wanted, installed=None):
     return missing
 
 
+_UNIT_SUFFIXES = ('.service', '.timer', '.socket', '.target', '.mount', '.path')
+
+
+def unit_settled(name, units=None, active=True, enabled=True):
+    """Whether units (host_state's shipyard_units) shows the unit as asked: active (or not), enabled
+    (or disabled; None: either). Unknown units, or no facts at all, are never settled."""
+    if not isinstance(name, str) or not name:
+        raise AnsibleFilterError('unit_settled: expects a unit name, got %r' % (name,))
+    if units is None:
+        return False
+    if not isinstance(units, dict):
+        raise AnsibleFilterError('unit_settled: the units must be host_state\'s shipyard_units (a dict), got %s'
+                                 % type(units).__name__)
+    if not name.endswith(_UNIT_SUFFIXES):
+        name += '.service'
+    state = units.get(name)
+    if not isinstance(state, dict):
+        return False
+    if (state.get('active') == 'active') != bool(active):
+        return False
+    if enabled is None:
+        return True
+    return state.get('enabled') == ('enabled' if enabled else 'disabled')
+
+
 class FilterModule(object):
     def filters(self):
-        return {'packages_missing': packages_missing}
+        return {'packages_missing': packages_missing, 'unit_settled': unit_settled}

@@ -9,7 +9,8 @@ if COLLECTIONS not in sys.path:
     sys.path.insert(0, COLLECTIONS)
 
 from ansible_collections.shipyard.webstack.plugins.filter.deploy import (  # noqa: E402
-    deploy_batches, deploy_durations, deploy_preflight_violations, deploy_secret_summary, valid_image_reference,
+    deploy_batches, deploy_durations, deploy_host_summary, deploy_preflight_violations, deploy_secret_summary,
+    valid_image_reference,
 )
 
 WEB = {'web': {'command': ['web'], 'ports': [{'container_port': 8000, 'host_port': 18000}],
@@ -104,6 +105,19 @@ def test_batches_follow_ansible_serial():
 def test_durations():
     marks = {'start': 100.0, 'release': 110.0, 'rollout': 130.5}
     assert deploy_durations(marks, 150.0) == {'release': 20.5, 'rollout': 19.5, 'total': 50.0}
+
+
+def test_host_summary_carries_the_rollout_phases():
+    host = {'deploy_release_before': 'shop:v1', 'app_release': {'image': 'shop:v2'},
+            'app_rollout_result': {'status': 'changed', 'seconds': 4.2,
+                                   'phases': {'start': 0.4, 'health': 2.6, 'switch': 0.2, 'drain': 0.3, 'stop': 0.5}}}
+    line = deploy_host_summary(host)
+    assert (line['before'], line['after'], line['rollout'], line['seconds']) == ('shop:v1', 'shop:v2', 'changed', 4.2)
+    assert line['phases'] == {'start': 0.4, 'health': 2.6, 'switch': 0.2, 'drain': 0.3, 'stop': 0.5}
+    # A host the rollout never reached: no phases, the release it ran before stays its release.
+    skipped = deploy_host_summary({'deploy_release_before': 'shop:v1', 'app_release': {'image': 'shop:v2'},
+                                   'app_rollout_result': {'status': 'skipped'}})
+    assert (skipped['after'], skipped['phases'], skipped['seconds']) == ('shop:v1', {}, 0)
 
 
 def test_tls_needs_pem_certificate_and_key():

@@ -1,0 +1,150 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, shipyard.webstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: host_state
+short_description: The host's installed packages and systemd units, read once for every role
+version_added: 0.3.0
+description:
+  - Reads the installed Debian packages and their versions (C(dpkg-query)) and the state of the systemd services and timers
+    (C(systemctl list-units) and C(systemctl list-unit-files)) in one module run, and sets them as facts.
+  - The roles of this collection then skip an C(apt) run when none of their packages is missing, and a
+    C(systemd_service) run when their unit is already in the state they want - each of which costs a module run
+    per role and host on a deploy where nothing changes. Without these facts (a role applied alone) every such
+    task runs as usual.
+  - Reads only; changes nothing.
+author:
+  - shipyard.webstack contributors (@shipyard-webstack)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.facts
+attributes:
+  check_mode:
+    support: full
+    details: Reads the same in check mode.
+  diff_mode:
+    support: none
+  facts:
+    support: full
+  platform:
+    platforms: posix
+options: {}
+notes:
+  - A fact is C(null) when the host cannot answer for it (no C(dpkg-query), or systemd is not running), which the
+    roles read as "nothing known".
+'''
+
+EXAMPLES = r'''
+- name: Read the installed packages and the units' states
+  shipyard.webstack.host_state:
+
+- name: Start Redis unless it already runs and starts at boot
+  ansible.builtin.systemd_service:
+    name: redis-server
+    state: started
+    enabled: true
+  when: not ('redis-server' | shipyard.webstack.unit_settled(shipyard_units | default(none)))
+'''
+
+RETURN = r'''
+ansible_facts:
+  description: The facts set.
+  returned: always
+  type: complex
+  contains:
+    shipyard_installed_packages:
+      description: Names of the packages dpkg shows installed (status C(ii)); null without dpkg.
+      type: list
+      elements: str
+      sample: [nginx, pgbouncer, redis-server]
+    shipyard_package_versions:
+      description: The version of each installed package, by name; null without dpkg.
+      type: dict
+      sample: {"nginx": "1.22.1-9+deb12u1", "pgbouncer": "1.18.0-1"}
+    shipyard_units:
+      description:
+        - Services and timers by unit name, each with C(active) (its ActiveState) and C(enabled) (its unit file's
+          state; null for an instance of a template, which has no file of its own); null when systemd is not
+          running.
+      type: dict
+      sample: {"redis-server.service": {"active": "active", "enabled": "enabled"}}
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+_UNIT_TYPES = '--type=service,timer'
+_LIST_FLAGS = ['--all', '--full', '--plain', '--no-legend', '--no-pager']
+
+
+def parse_dpkg(output):
+    """dpkg-query's '${db:Status-Abbrev} ${Package} ${Version}' lines -> {name: version} of the installed (ii)."""
+    versions = {}
+    for line in output.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == 'ii':
+            versions[fields[1]] = fields[2] if len(fields) > 2 else ''
+    return versions
+
+
+def _unit_lines(output):
+    """The fields of each line, without the status bullet systemctl puts before a failed or missing unit."""
+    for line in output.splitlines():
+        fields = line.split()
+        if fields and not fields[0][:1].isalnum():
+            fields = fields[1:]
+        if fields:
+            yield fields
+
+
+def parse_units(list_units, list_unit_files):
+    """systemctl list-units (UNIT LOAD ACTIVE SUB ...) and list-unit-files (UNIT STATE ...) -> {unit: state}."""
+    units = {}
+    for fields in _unit_lines(list_unit_files):
+        if len(fields) >= 2:
+            units[fields[0]] = {'active': 'inactive', 'enabled': fields[1]}
+    for fields in _unit_lines(list_units):
+        if len(fields) >= 3:
+            units.setdefault(fields[0], {'active': 'inactive', 'enabled': None})['active'] = fields[2]
+    return units
+
+
+def read_packages(module):
+    dpkg = module.get_bin_path('dpkg-query')
+    if dpkg is None:
+        return None
+    rc, out, err = module.run_command([dpkg, '--show', '--showformat', '${db:Status-Abbrev} ${Package} ${Version}\n'])
+    if rc != 0:
+        module.fail_json(msg='dpkg-query could not list the installed packages (exit %d): %s' % (rc, err.strip()))
+    return parse_dpkg(out)
+
+
+def read_units(module):
+    systemctl = module.get_bin_path('systemctl')
+    if systemctl is None:
+        return None
+    rc, units_out, _err = module.run_command([systemctl, 'list-units', _UNIT_TYPES] + _LIST_FLAGS)
+    if rc != 0:   # systemd is not PID 1 here: nothing is known, every service task runs
+        return None
+    rc, files_out, err = module.run_command([systemctl, 'list-unit-files', _UNIT_TYPES] + _LIST_FLAGS)
+    if rc != 0:
+        module.fail_json(msg='systemctl list-unit-files failed (exit %d): %s' % (rc, err.strip()))
+    return parse_units(units_out, files_out)
+
+
+def main():
+    module = AnsibleModule(argument_spec={}, supports_check_mode=True)
+    versions = read_packages(module)
+    module.exit_json(changed=False, ansible_facts=dict(
+        shipyard_installed_packages=sorted(versions) if versions is not None else None,
+        shipyard_package_versions=versions,
+        shipyard_units=read_units(module)))
+
+
+if __name__ == '__main__':
+    main()

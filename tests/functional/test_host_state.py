@@ -1,0 +1,37 @@
+"""host_state on this machine: the installed packages and versions dpkg knows, and the units only where
+systemd runs (the molecule hosts; this machine runs without it, so nothing is known of its units)."""
+
+import os
+import subprocess
+
+from modrun import run_module
+
+
+def dpkg_installed():
+    out = subprocess.run(['dpkg-query', '--show', '--showformat', '${db:Status-Abbrev}|${Package}|${Version}\n'],
+                         check=True, capture_output=True, text=True).stdout
+    return dict(line.split('|')[1:] for line in out.splitlines() if line.startswith('ii'))
+
+
+def test_packages_and_versions_are_dpkgs():
+    result = run_module('host_state', {})
+    assert result.get('failed') is not True, result.get('msg')
+    assert result['changed'] is False
+    facts = result['ansible_facts']
+    installed = dpkg_installed()
+    assert facts['shipyard_package_versions'] == installed
+    assert facts['shipyard_installed_packages'] == sorted(installed)
+    assert 'dpkg' in facts['shipyard_installed_packages']
+
+
+def test_units_are_known_only_where_systemd_runs():
+    units = run_module('host_state', {})['ansible_facts']['shipyard_units']
+    if os.path.isdir('/run/systemd/system'):
+        assert isinstance(units, dict) and any(name.endswith('.service') for name in units)
+    else:
+        assert units is None
+
+
+def test_check_mode_reads_the_same():
+    assert (run_module('host_state', {}, check_mode=True)['ansible_facts']
+            == run_module('host_state', {})['ansible_facts'])

@@ -1,0 +1,83 @@
+"""host_state's parsers (on systemctl's and dpkg-query's own output, read off a test host) and
+unit_settled, which decides whether a role's "enable and start" task can be skipped."""
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COLLECTIONS = os.path.join(ROOT, '.cache', 'collections')
+if COLLECTIONS not in sys.path:
+    sys.path.insert(0, COLLECTIONS)
+
+from ansible.errors import AnsibleFilterError  # noqa: E402
+from ansible_collections.shipyard.webstack.plugins.filter.packages import unit_settled  # noqa: E402
+from ansible_collections.shipyard.webstack.plugins.modules.host_state import parse_dpkg, parse_units  # noqa: E402
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data')
+
+
+def read(name):
+    with open(os.path.join(DATA, name), encoding='utf-8') as handle:
+        return handle.read()
+
+
+@pytest.fixture(name='units', scope='module')
+def fixture_units():
+    # A converged PostgreSQL host: the clusters, the backup timers, Debian's units.
+    return parse_units(read('list-units.txt'), read('list-unit-files.txt'))
+
+
+def test_running_and_enabled_services(units):
+    assert units['postgresql.service'] == {'active': 'active', 'enabled': 'enabled'}
+    assert units['shipyard-db-backup.timer'] == {'active': 'active', 'enabled': 'enabled'}
+
+
+def test_an_instance_of_a_template_has_no_unit_file_state(units):
+    assert units['postgresql@15-main.service'] == {'active': 'active', 'enabled': None}
+
+
+def test_a_unit_file_that_is_not_loaded_is_inactive(units):
+    assert units['pg_receivewal@.service'] == {'active': 'inactive', 'enabled': 'disabled'}
+
+
+def test_the_status_bullet_of_a_failed_unit_is_not_its_name():
+    units = parse_units('\u25cf redis-server.service loaded failed failed Advanced key-value store\n',
+                        'redis-server.service enabled enabled\n')
+    assert units == {'redis-server.service': {'active': 'failed', 'enabled': 'enabled'}}
+
+
+def test_dpkg_lists_only_the_installed():
+    out = 'ii  nginx 1.22.1-9+deb12u1\nrc  redis-server 5:7.0.15-1~deb12u1\nii  pgbouncer 1.18.0-1\nun  docker.io \n\n'
+    assert parse_dpkg(out) == {'nginx': '1.22.1-9+deb12u1', 'pgbouncer': '1.18.0-1'}
+
+
+def test_settled_when_active_and_enabled(units):
+    assert unit_settled('postgresql', units)
+    assert unit_settled('shipyard-db-backup.timer', units)
+    assert unit_settled('postgresql@15-main', units, enabled=None)
+
+
+def test_not_settled_when_the_state_differs(units):
+    assert not unit_settled('postgresql@15-main', units)          # its enabled state is not known
+    assert not unit_settled('postgresql', units, active=False, enabled=False)
+    assert not unit_settled('shipyard-db-backup.service', units)  # inactive
+    assert not unit_settled('pgbouncer', units)                   # not on this host at all
+
+
+def test_a_stopped_disabled_unit_is_settled_when_that_is_asked():
+    units = {'shipyard-db-backup.timer': {'active': 'inactive', 'enabled': 'disabled'}}
+    assert unit_settled('shipyard-db-backup.timer', units, active=False, enabled=False)
+    assert not unit_settled('shipyard-db-backup.timer', units)
+
+
+def test_without_facts_nothing_is_settled():
+    assert not unit_settled('postgresql', None)
+
+
+def test_bad_input_is_named():
+    with pytest.raises(AnsibleFilterError, match='expects a unit name'):
+        unit_settled('', {})
+    with pytest.raises(AnsibleFilterError, match='shipyard_units'):
+        unit_settled('nginx', ['nginx'])
