@@ -6,6 +6,8 @@
 packages_missing: a role's install task asks apt only when something is missing - an apt run that
 finds everything present still costs a module run (and, past the cache time, a refresh of the
 package lists), and a deploy runs one per role and host.
+package_version: the installed version of a package as the facts know it ('' when they do not), so a
+role reads the version on the host only when the facts cannot answer.
 unit_settled: a role's "enable and start" task runs only when its unit is not already so - a
 systemd_service run that finds nothing to do costs a module run as well.
 Without the facts nothing counts as done, so a role applied alone runs those tasks as before.
@@ -43,12 +45,35 @@ def packages_missing(wanted, installed=None):
     return missing
 
 
+def package_version(name, versions=None):
+    """The version versions lists for the package name, '' when unknown or no facts at all.
+
+    versions: deploy.yml's shipyard_package_versions ({name: version}), or ansible_facts.packages as
+    package_facts sets it ({name: [{'version': ...}, ...]}), or None.
+    """
+    if not isinstance(name, str) or not name:
+        raise AnsibleFilterError('package_version: expects a package name, got %r' % (name,))
+    if versions is None:
+        return ''
+    if not isinstance(versions, dict):
+        raise AnsibleFilterError('package_version: the versions must be a dict of name: version or '
+                                 'ansible_facts.packages, got %s' % type(versions).__name__)
+    found = versions.get(name)
+    if isinstance(found, (list, tuple)):
+        found = found[0].get('version') if found and isinstance(found[0], dict) else None
+    return str(found) if found else ''
+
+
 _UNIT_SUFFIXES = ('.service', '.timer', '.socket', '.target', '.mount', '.path')
 
 
 def unit_settled(name, units=None, active=True, enabled=True):
-    """Whether units (host_state's shipyard_units) shows the unit as asked: active (or not), enabled
-    (or disabled; None: either). Unknown units, or no facts at all, are never settled."""
+    """Whether units shows the unit as asked: active (or not), enabled (or disabled; None: either).
+    Unknown units, or no facts at all, are never settled.
+
+    units: host_state's shipyard_units ({unit: {'active': ..., 'enabled': ...}}), or
+    ansible_facts.services as service_facts sets it ({unit: {'state': 'running', 'status': 'enabled'}}).
+    """
     if not isinstance(name, str) or not name:
         raise AnsibleFilterError('unit_settled: expects a unit name, got %r' % (name,))
     if units is None:
@@ -61,6 +86,8 @@ def unit_settled(name, units=None, active=True, enabled=True):
     state = units.get(name)
     if not isinstance(state, dict):
         return False
+    if 'active' not in state and 'state' in state:   # service_facts' words for the same
+        state = {'active': 'active' if state.get('state') == 'running' else 'inactive', 'enabled': state.get('status')}
     if (state.get('active') == 'active') != bool(active):
         return False
     if enabled is None:
@@ -70,4 +97,5 @@ def unit_settled(name, units=None, active=True, enabled=True):
 
 class FilterModule(object):
     def filters(self):
-        return {'packages_missing': packages_missing, 'unit_settled': unit_settled}
+        return {'packages_missing': packages_missing, 'package_version': package_version,
+                'unit_settled': unit_settled}

@@ -127,6 +127,11 @@ class Engine(object):
                                   query={'all': '1', 'filters': json.dumps({'label': [label]})})
         return decode(raw)
 
+    def image_ids(self):
+        """The ids of the images on the host (as `docker image ls --quiet --no-trunc` lists them), sorted."""
+        _status, raw = self._call('GET', '/images/json', 'list the images')
+        return sorted(set(image['Id'] for image in decode(raw) if image.get('Id')))
+
     def create(self, name, config):
         _status, raw = self._call('POST', '/containers/create', 'create %s' % name, ok=(201,), body=config,
                                   query={'name': name})

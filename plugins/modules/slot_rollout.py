@@ -258,6 +258,14 @@ switches:
   returned: when the proxy was switched
   type: list
   elements: dict
+images:
+  description:
+    - The ids of the images on the host after the rollout, sorted (the app role's pruning of older releases reads them
+      instead of listing the images again).
+  returned: when the rollout did not fail, outside check mode
+  type: list
+  elements: str
+  sample: ["sha256:4f1c7e0b2a9d..."]
 timings:
   description: Seconds each phase took (start, health, switch, drain, stop; rescue on failure).
   returned: always
@@ -589,6 +597,15 @@ def validate(module):
         module.fail_json(msg='; '.join(problems))
 
 
+def image_ids(module, engine):
+    """The images on the host for the role's pruning; None (it lists them itself) when Docker does not say."""
+    try:
+        return engine.image_ids()
+    except (ValueError, EngineError) as exc:
+        module.warn('cannot list the images after the rollout: %s' % exc)
+        return None
+
+
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     p = module.params
@@ -610,7 +627,7 @@ def main():
         module.exit_json(msg=result['plan'], **result)
     rollout.timed('leftovers', rollout.remove_leftovers)
     if not rollout.changing:
-        module.exit_json(msg=result['plan'], **result)
+        module.exit_json(msg=result['plan'], images=image_ids(module, engine), **result)
     phase = 'start'
     try:
         rollout.timed('start', rollout.start)
@@ -637,7 +654,8 @@ def main():
         module.fail_json(msg=result['failure']['message'], **result)
     health_seconds = rollout.health['elapsed'] if rollout.health else None
     result.update(processes=[dict(s['record'], health_seconds=health_seconds) for s in rollout.changing],
-                  health=rollout.health, switches=rollout.switches, msg=preview(steps, release, done=True))
+                  health=rollout.health, switches=rollout.switches, msg=preview(steps, release, done=True),
+                  images=image_ids(module, engine))
     module.exit_json(**result)
 
 

@@ -113,11 +113,15 @@ def test_first_rollout_starts_every_process_hardened_and_switches_the_proxy(host
     assert host.proxy.file() == 'green' and host.proxy.recorded() == 'green'
     assert result['switches'][0]['to'] == 'green' and result['health']['ready']
     assert SECRET not in result['_stdout']
-    # The same release again: nothing to do, nothing restarted.
+    # The images on the host, as docker lists them (the role's pruning reads them instead of listing again).
+    listed = sorted(set(docker('image', 'ls', '--no-trunc', '--quiet').split()))
+    assert result['images'] == listed and inspect(web)['Image'] in result['images']
+    # The same release again: nothing to do, nothing restarted; the images are listed all the same.
     before = host.containers()
     again = run_module('slot_rollout', host.args())
     assert again.get('failed') is not True and not again['changed'], again.get('msg')
     assert 'nothing to do' in again['msg'] and host.containers() == before
+    assert again['images'] == listed
 
 
 def test_next_release_goes_to_the_other_slot_drains_and_stops_the_old_one(host):

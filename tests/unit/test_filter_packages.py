@@ -1,4 +1,4 @@
-"""packages_missing: a role's install task asks apt only for what the package facts do not show."""
+"""packages_missing and package_version: a role asks apt, or reads a version, only for what the facts do not show."""
 
 import os
 import sys
@@ -11,7 +11,7 @@ if COLLECTIONS not in sys.path:
     sys.path.insert(0, COLLECTIONS)
 
 from ansible.errors import AnsibleFilterError  # noqa: E402
-from ansible_collections.shipyard.webstack.plugins.filter.packages import packages_missing  # noqa: E402
+from ansible_collections.shipyard.webstack.plugins.filter.packages import package_version, packages_missing  # noqa: E402
 
 FACTS = {'nginx': [{'name': 'nginx', 'version': '1.22.1-9', 'source': 'apt'}],
          'python3-psycopg2': [{'name': 'python3-psycopg2', 'version': '2.9.5-1', 'source': 'apt'}],
@@ -47,3 +47,25 @@ def test_bad_input_is_named():
         packages_missing('nginx', FACTS)
     with pytest.raises(AnsibleFilterError, match='ansible_facts.packages'):
         packages_missing(['nginx'], 'nginx')
+
+
+def test_package_version_reads_either_fact_format():
+    assert package_version('nginx', {'nginx': '1.22.1-9', 'pgbouncer': '1.18.0-1'}) == '1.22.1-9'
+    assert package_version('nginx', FACTS) == '1.22.1-9'
+
+
+def test_package_version_is_empty_when_unknown():
+    assert package_version('pgbouncer', {'nginx': '1.22.1-9'}) == ''
+    assert package_version('gone', FACTS) == ''
+    assert package_version('nginx') == ''
+    assert package_version('nginx', None) == ''
+
+
+@pytest.mark.parametrize('name, versions, message', [
+    ('', {}, 'expects a package name'),
+    (['nginx'], {}, 'expects a package name'),
+    ('nginx', ['nginx'], 'the versions must be a dict'),
+])
+def test_package_version_bad_input_is_named(name, versions, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        package_version(name, versions)

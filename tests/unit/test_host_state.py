@@ -72,6 +72,19 @@ def test_a_stopped_disabled_unit_is_settled_when_that_is_asked():
     assert not unit_settled('shipyard-db-backup.timer', units)
 
 
+def test_service_facts_answer_the_same():
+    services = {'nginx.service': {'name': 'nginx.service', 'state': 'running', 'status': 'enabled', 'source': 'systemd'},
+                'pgbouncer.service': {'name': 'pgbouncer.service', 'state': 'stopped', 'status': 'enabled',
+                                      'source': 'systemd'},
+                'redis-server.service': {'name': 'redis-server.service', 'state': 'running', 'status': 'disabled',
+                                         'source': 'systemd'}}
+    assert unit_settled('nginx', services)
+    assert not unit_settled('pgbouncer', services)
+    assert unit_settled('pgbouncer', services, active=False)
+    assert not unit_settled('redis-server', services)
+    assert unit_settled('redis-server', services, enabled=None)
+
+
 def test_without_facts_nothing_is_settled():
     assert not unit_settled('postgresql', None)
 
