@@ -261,7 +261,8 @@ switches:
 images:
   description:
     - The ids of the images on the host after the rollout, sorted (the app role's pruning of older releases reads them
-      instead of listing the images again).
+      instead of listing the images again). Null, with a warning, when Docker could not list them: the role then
+      prunes nothing this time.
   returned: when the rollout did not fail, outside check mode
   type: list
   elements: str
@@ -598,7 +599,7 @@ def validate(module):
 
 
 def image_ids(module, engine):
-    """The images on the host for the role's pruning; None (it lists them itself) when Docker does not say."""
+    """The images on the host for the role's pruning; None (with a warning: nothing is pruned) when Docker does not say."""
     try:
         return engine.image_ids()
     except (ValueError, EngineError) as exc:
