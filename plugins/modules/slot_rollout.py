@@ -261,8 +261,8 @@ switches:
 images:
   description:
     - The ids of the images on the host after the rollout, sorted (the app role's pruning of older releases reads them
-      instead of listing the images again). Null, with a warning, when Docker could not list them: the role then
-      prunes nothing this time.
+      instead of listing the images again).
+    - Null, with a warning, when Docker could not list them; the role then prunes nothing this time.
   returned: when the rollout did not fail, outside check mode
   type: list
   elements: str
