@@ -64,13 +64,6 @@ def _int(value, default=None):
         return default
 
 
-def _bool(value):
-    """Ansible's truthiness of a fact that may have come through a template as text."""
-    if isinstance(value, str):
-        return value.strip().lower() in ('true', 'yes', 'on', '1', 'y', 't')
-    return bool(value)
-
-
 def _ports_of(host, facts):
     """[(port, variable)] this host listens on, by the groups it is in."""
     ports = []
@@ -190,12 +183,6 @@ def _app_violations(stack, groups):
             what = 'app_image_digest' if app.get('image_digest') else 'app_image_tag'
             out.append('image: app_image_repository and %s on %s do not form a valid image reference '
                        '([registry/]name[:tag] or name@sha256:<64 hex>)' % (what, host))
-        proxy = stack.get(host, {}).get('proxy') or {}
-        if _bool(proxy.get('tls')) and 'certificate_pem' in proxy:
-            for variable, key, what in (('proxy_tls_certificate', 'certificate_pem', 'a PEM certificate'),
-                                        ('proxy_tls_certificate_key', 'key_pem', 'a PEM private key')):
-                if not _bool(proxy.get(key)):
-                    out.append('tls: proxy_tls_enabled is true on %s but %s is not %s' % (host, variable, what))
         if _int(app.get('host_port_base', 18000)) is None or _int(app.get('slot_port_offset', 100)) is None:
             continue   # not numbers: the role spec check names them
         processes = app.get('processes') or {}

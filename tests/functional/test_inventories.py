@@ -39,8 +39,8 @@ PLACEHOLDER_MESSAGES = {
     'vault_redis_monitor_password': ['redis_monitor_password looks like a placeholder'],
     'vault_app_jwt_secret': ['JWT_SECRET: looks like a placeholder value'],
     'vault_app_encryption_key': ['ENCRYPTION_KEY: looks like a placeholder value'],
-    'vault_proxy_tls_certificate': ['but proxy_tls_certificate is not a PEM certificate'],
-    'vault_proxy_tls_certificate_key': ['but proxy_tls_certificate_key is not a PEM private key'],
+    'vault_proxy_tls_certificate': ['(role proxy): must hold the PEM certificate (chain)'],
+    'vault_proxy_tls_certificate_key': ['(role proxy): must hold the PEM private key'],
 }
 
 

@@ -120,15 +120,6 @@ def test_host_summary_carries_the_rollout_phases():
     assert (skipped['after'], skipped['phases'], skipped['seconds']) == ('shop:v1', {}, 0)
 
 
-def test_tls_needs_pem_certificate_and_key():
-    bad = vps(proxy={'tls': True, 'certificate_pem': False, 'key_pem': True})
-    out = deploy_preflight_violations({'vps': bad}, GROUPS, {})
-    assert 'tls: proxy_tls_enabled is true on vps but proxy_tls_certificate is not a PEM certificate' in out
-    assert not any('proxy_tls_certificate_key' in message for message in out)
-    good = vps(proxy={'tls': True, 'certificate_pem': True, 'key_pem': True})
-    assert not any(m.startswith('tls:') for m in deploy_preflight_violations({'vps': good}, GROUPS, {}))
-
-
 def test_values_that_are_not_numbers_are_left_to_the_role_spec_check():
     bad = vps(postgres={'port': 'fivefour', 'max_connections': 'many'}, pgbouncer={'default_pool_size': 'big'},
               app={'host_port_base': 'x'})
