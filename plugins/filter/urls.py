@@ -67,6 +67,26 @@ def redis_url(spec):
                                 int(spec.get('port') or 6379), int(spec.get('db') or 0))
 
 
+def pgpass_line(spec):
+    """{host?, port?, database?, user?, password} -> one line of a libpq password file (no newline).
+
+    Fields left out or empty match anything (*). libpq reads a backslash as escaping the next character,
+    so ':' and '\\' are escaped in every field; a line break cannot be written in one.
+    """
+    if not isinstance(spec, dict):
+        raise AnsibleFilterError('pgpass_line: expects a dict with password and optionally host, port, database, user')
+    if spec.get('password') in (None, ''):
+        raise AnsibleFilterError('pgpass_line: password is required')
+    fields = []
+    for key in ('host', 'port', 'database', 'user', 'password'):
+        value = spec.get(key)
+        value = '*' if value in (None, '') and key != 'password' else str(value)
+        if '\n' in value or '\r' in value:
+            raise AnsibleFilterError('pgpass_line: %s cannot hold a line break' % key)
+        fields.append(value if value == '*' and key != 'password' else value.replace('\\', '\\\\').replace(':', '\\:'))
+    return ':'.join(fields)
+
+
 class FilterModule(object):
     """URL filters."""
 
@@ -74,4 +94,5 @@ class FilterModule(object):
         return {
             'postgres_url': postgres_url,
             'redis_url': redis_url,
+            'pgpass_line': pgpass_line,
         }

@@ -5,7 +5,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.shipyard.webstack.plugins.filter.urls import postgres_url, redis_url
+from ansible_collections.shipyard.webstack.plugins.filter.urls import pgpass_line, postgres_url, redis_url
 from ansible_collections.shipyard.webstack.plugins.module_utils._pg import parse_pg_url
 
 NASTY = 'p@ss:w/rd?#%&= é'
@@ -55,3 +55,20 @@ def test_redis_url_plain_tls_and_acl_user():
 def test_redis_url_username_without_password_is_an_error():
     with pytest.raises(AnsibleFilterError, match='needs a password'):
         redis_url({'host': 'h', 'username': 'app'})
+
+
+def test_pgpass_line_escapes_every_field_and_leaves_wildcards():
+    assert pgpass_line({'password': 's3cr:et\\x'}) == '*:*:*:*:s3cr\\:et\\\\x'
+    assert pgpass_line({'host': '10.0.0.5', 'port': 5432, 'database': 'app', 'user': 'back:up',
+                        'password': 'pw'}) == '10.0.0.5:5432:app:back\\:up:pw'
+    assert pgpass_line({'port': '', 'user': None, 'password': '*'}) == '*:*:*:*:*'
+
+
+def test_pgpass_line_refuses_a_line_break_without_quoting_it():
+    with pytest.raises(AnsibleFilterError, match='password cannot hold a line break') as info:
+        pgpass_line({'password': 'Hx7p\nWq2m'})
+    assert 'Hx7p' not in str(info.value)
+    with pytest.raises(AnsibleFilterError, match='password is required'):
+        pgpass_line({'user': 'backup'})
+    with pytest.raises(AnsibleFilterError, match='expects a dict'):
+        pgpass_line('pw')

@@ -36,6 +36,21 @@ def test_units_and_schedule(host):
     assert host.file(BACKUP_DIR).mode == 0o700 and host.file(BACKUP_DIR).user == 'postgres'
 
 
+def test_every_line_of_the_services_settings_reaches_systemd(host):
+    # The units include their background and hardening settings: each included line must stay a line of
+    # its own (an include that ate the line break merged two settings, and systemd ignored both).
+    for unit in ('shipyard-db-backup.service', 'shipyard-db-backup-restore-test.service',
+                 'shipyard-db-backup-labelled@rollout.service'):
+        shown = host.check_output('systemctl show %s -p IOSchedulingPriority -p NoNewPrivileges -p Nice -p ProtectSystem'
+                                  % unit).split()
+        assert sorted(shown) == ['IOSchedulingPriority=7', 'Nice=10', 'NoNewPrivileges=yes', 'ProtectSystem=strict'], \
+            (unit, shown)
+    for name in ('shipyard-db-backup.service', 'shipyard-db-backup-restore-test.service',
+                 'shipyard-db-backup-labelled@.service'):
+        text = host.file('/etc/systemd/system/' + name).content_string
+        assert 'IOSchedulingPriority=7\n' in text and '\nNoNewPrivileges=yes\n' in text, name
+
+
 def test_f8_restore_gave_back_identical_tables(host):
     facts = show(host)
     assert facts['after'] == facts['before']
