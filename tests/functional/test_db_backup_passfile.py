@@ -9,7 +9,7 @@ import sys
 
 import psycopg
 
-from pgservers import make_password, pg_factory, pg_server  # noqa: F401  (pytest fixtures)
+from pgservers import make_password
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ROLE = os.path.join(ROOT, 'roles', 'db_backup')
