@@ -52,23 +52,20 @@ class _Values(object):
             raise _Unknown(name)
         return str(value)
 
-    def int(self, name):
+    def number(self, name, kind):
         value = self.raw(name)
         if isinstance(value, bool):
             raise _Unknown(name)
         try:
-            return int(str(value).strip())
+            return kind(str(value).strip())
         except (TypeError, ValueError):
             raise _Unknown(name)
 
+    def int(self, name):
+        return self.number(name, int)
+
     def float(self, name):
-        value = self.raw(name)
-        if isinstance(value, bool):
-            raise _Unknown(name)
-        try:
-            return float(str(value).strip())
-        except (TypeError, ValueError):
-            raise _Unknown(name)
+        return self.number(name, float)
 
     def bool(self, name):
         try:
@@ -109,6 +106,13 @@ def _is_text(value):
 
 def _absolute(path):
     return path.startswith('/') and len(path) > 1
+
+
+def _dict_items(v, name):
+    """(name[index], item) for the dict items of a list variable; other items are the spec check's to name."""
+    for index, item in enumerate(v.list(name)):
+        if isinstance(item, dict):
+            yield '%s[%d]' % (name, index), item
 
 
 # ------------------------------------------------------------------------------------------ docker
@@ -309,10 +313,7 @@ def _postgres_listen(v):
 @_rule('postgres', 'postgres_hba_entries', 'postgres_hba_allow_any')
 def _postgres_hba(v):
     allow_any = v.bool('postgres_hba_allow_any')
-    for index, entry in enumerate(v.list('postgres_hba_entries')):
-        where = 'postgres_hba_entries[%d]' % index
-        if not isinstance(entry, dict):
-            continue   # the spec check names it
+    for where, entry in _dict_items(v, 'postgres_hba_entries'):
         kind, method = entry.get('type', 'host'), entry.get('method', 'scram-sha-256')
         if kind not in _HBA_TYPES:
             yield where + '.type', 'must be one of: %s' % ', '.join(_HBA_TYPES)
@@ -337,10 +338,7 @@ def _postgres_tls(v):
 
 @_rule('postgres', 'postgres_users')
 def _postgres_users(v):
-    for index, user in enumerate(v.list('postgres_users')):
-        if not isinstance(user, dict):
-            continue   # the spec check names it
-        where = 'postgres_users[%d]' % index
+    for where, user in _dict_items(v, 'postgres_users'):
         if not str(user.get('name') or ''):
             yield where + '.name', 'is required but not set'
         state = user.get('state', 'present')
@@ -353,10 +351,7 @@ def _postgres_users(v):
 @_rule('postgres', 'postgres_databases', 'postgres_users')
 def _postgres_databases(v):
     owners = [user.get('name') for user in v.list('postgres_users') if isinstance(user, dict)] + ['postgres']
-    for index, database in enumerate(v.list('postgres_databases')):
-        if not isinstance(database, dict):
-            continue   # the spec check names it
-        where = 'postgres_databases[%d]' % index
+    for where, database in _dict_items(v, 'postgres_databases'):
         if not str(database.get('name') or ''):
             yield where + '.name', 'is required but not set'
         if 'owner' in database and database['owner'] not in owners:
