@@ -199,3 +199,8 @@ def test_prune_removes_the_images_of_older_releases_and_keeps_the_rollback_targe
     # app1 built and published the images, so each is also tagged outside the app's repository
     # (shipyard-test/app): Docker will not remove such an image by id without force, and the prune leaves it.
     assert {'v1', 'v2', 'broken', 'v2b'} <= set(run['after']['app1']['images']), run['after']['app1']
+    # ... and says so: v2 (older than the one kept) and broken (a failed release), by image id.
+    kept = ' '.join(run['stdout'].split())
+    assert 'app1 keeps 2 image(s) of older releases that Docker would not remove without force' in kept, run['stdout'][-3000:]
+    for tag in ('v2', 'broken'):
+        assert run['before']['app1']['images'][tag] in kept, tag
