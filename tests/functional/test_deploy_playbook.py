@@ -126,7 +126,7 @@ def test_failed_release_phase_releases_the_lock_and_audits(tmp_path):
     assert rc != 0, out
     assert 'took the deploy lock' in out, out
     assert 'The release phase failed; the lock was released.' in out, out
-    assert '- release on h1: app_name must be lower case letters' in out, out
+    assert "- release on h1: app_name on h1 (role app): must be lower case letters, digits and '-'" in out, out
     assert 'Migration gate' not in out or 'skipping' in out, out
     assert not (tmp_path / 'deploy.lock').exists(), 'the lock survived a failed release phase'
     lines = [json.loads(line) for line in (tmp_path / 'audit.jsonl').read_text().splitlines()]
