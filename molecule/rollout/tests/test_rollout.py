@@ -1,5 +1,6 @@
-"""The app tier after converge (v1 deployed) and after side_effect (v2, broken, bad-migration,
-rollback to v1, v1 again): both leave v1 serving through nginx on both app hosts."""
+"""The app tier after converge (v1 deployed) and side_effect (v2, broken, bad-migration, rollback to v1,
+v1 again, ..., and last the prune step's v2b, v2's app with its own image): v2b serves through nginx on
+both app hosts."""
 
 import json
 import os
@@ -10,7 +11,7 @@ RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(os.environ['MOLECULE_INVEN
 testinfra_hosts = RUNNER.get_hosts('app')
 
 APP = 'shop'
-VERSION = '1.0.0'
+VERSION = '2.0.0'   # v2b, deployed by side_effect's last step (prune)
 PORTS = {'blue': 18000, 'green': 18100}  # molecule.yml: host_port 18000, app_slot_port_offset 100
 
 
@@ -97,10 +98,12 @@ def test_release_history(host):
     # A release never appears twice in a row with the same result: a repeated deploy writes nothing.
     pairs = [(r['release'], r['result']) for r in releases]
     assert all(a != b for a, b in zip(pairs, pairs[1:])), pairs
-    # Every good release of the history still has its image (rollback targets are kept).
-    for entry in releases:
-        if entry['result'] == 'ok':
-            host.check_output('docker image inspect %s' % entry['image_id'])
+    # The running release and the rollback target (the newest good release with another image) keep their
+    # images; the prune step kept one release (app_keep_releases=1), so older ones may be gone.
+    good = [entry['image_id'] for entry in releases if entry['result'] == 'ok']
+    target = [image for image in good if image != good[-1]][-1]
+    for image in (good[-1], target):
+        host.check_output('docker image inspect %s' % image)
 
 
 def test_audit_log_records_the_rollback(host):
