@@ -18,6 +18,7 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.shipyard.webstack.plugins.filter.env_schema import DEFAULT_PLACEHOLDERS, find_placeholder
 from ansible_collections.shipyard.webstack.plugins.filter.app import app_process_plan
+from ansible_collections.shipyard.webstack.plugins.plugin_utils.role_checks import as_number
 
 # A Docker image reference: [registry[:port]/]path[:tag][@sha256:<64 hex>]
 _NAME_COMPONENT = r'[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*'
@@ -54,16 +55,6 @@ def valid_image_reference(repository, tag='', digest=''):
     return bool(_TAG_RE.match(str(tag or 'latest')))
 
 
-def _int(value, default=None):
-    """value as an int, or default when it is not one (a wrong type is reported by the role spec check)."""
-    if isinstance(value, bool):
-        return default
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
-        return default
-
-
 def _ports_of(host, facts):
     """[(port, variable)] this host listens on, by the groups it is in."""
     ports = []
@@ -92,7 +83,7 @@ def _ports_of(host, facts):
                 for slot in ('blue', 'green'):
                     ports.append((port['host_ports'][slot],
                                   'app_processes.%s.ports[%s] (%s slot)' % (proc['name'], port['name'], slot)))
-    return [(_int(p), v) for p, v in ports if _int(p) is not None]
+    return [(as_number(p), v) for p, v in ports if as_number(p) is not None]
 
 
 def _port_violations(stack):
@@ -146,21 +137,21 @@ def _pool_violations(stack, groups):
         pgb = stack.get(host, {}).get('pgbouncer')
         if not pgb:
             continue
-        sizes = [_int(pgb.get(key, default)) for key, default in
+        sizes = [as_number(pgb.get(key, default)) for key, default in
                  (('max_db_connections', 0), ('default_pool_size', 20), ('reserve_pool_size', 5))]
         if None in sizes:
             continue   # not numbers: the role spec check names them
         per_db = sizes[0] or (sizes[1] + sizes[2])
-        databases = max(_int(pgb.get('databases'), 1) or 1, 1)
+        databases = max(as_number(pgb.get('databases'), default=1) or 1, 1)
         demand += per_db * databases
         parts.append(host)
     if not parts:
         return out
-    direct = _int(stack[pg_hosts[0]].get('direct_connections', 5), 5)
+    direct = as_number(stack[pg_hosts[0]].get('direct_connections', 5), default=5)
     for host in pg_hosts:
         pg = stack[host]['postgres']
-        max_connections = _int(pg.get('max_connections', 100))
-        reserved = _int(pg.get('superuser_reserved', 3))
+        max_connections = as_number(pg.get('max_connections', 100))
+        reserved = as_number(pg.get('superuser_reserved', 3))
         if max_connections is None or reserved is None:
             continue
         usable = max_connections - reserved
@@ -183,7 +174,7 @@ def _app_violations(stack, groups):
             what = 'app_image_digest' if app.get('image_digest') else 'app_image_tag'
             out.append('image: app_image_repository and %s on %s do not form a valid image reference '
                        '([registry/]name[:tag] or name@sha256:<64 hex>)' % (what, host))
-        if _int(app.get('host_port_base', 18000)) is None or _int(app.get('slot_port_offset', 100)) is None:
+        if as_number(app.get('host_port_base', 18000)) is None or as_number(app.get('slot_port_offset', 100)) is None:
             continue   # not numbers: the role spec check names them
         processes = app.get('processes') or {}
         if isinstance(processes, dict):

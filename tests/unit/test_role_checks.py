@@ -1,4 +1,4 @@
-"""The roles' checks of formats, ranges and pairs (plugins/filter/role_checks.py): the defaults pass, each
+"""The roles' checks of formats, ranges and pairs (plugins/plugin_utils/role_checks.py): the defaults pass, each
 bad value is named with what is wrong and never quoted, wrong types are left to the spec check, and the
 argument specs' defaults fill in what deploy.yml's preflight does not have."""
 
@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.shipyard.webstack.plugins.filter.role_checks import (
+from ansible_collections.shipyard.webstack.plugins.plugin_utils.role_checks import (
     READS, role_check_violations, role_checked_variables,
 )
 
