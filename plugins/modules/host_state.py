@@ -18,6 +18,10 @@ description:
     C(systemd_service) run when their unit is already in the state they want - each of which costs a module run
     per role and host on a deploy where nothing changes. Without these facts (a role applied alone) every such
     task runs as usual.
+  - Checks the records of M(shipyard.webstack.managed_files) steps against the paths they name, so their
+    unchanged steps need no module run of their own.
+  - With O(gather_subset), gathers Ansible's facts in the same module run, so a play needs no
+    M(ansible.builtin.setup) run of its own.
   - Reads only; changes nothing.
 author:
   - shipyard.webstack contributors (@shipyard-webstack)
@@ -34,7 +38,18 @@ attributes:
     support: full
   platform:
     platforms: posix
-options: {}
+options:
+  gather_subset:
+    description:
+      - Also gather these subsets of Ansible's facts, as M(ansible.builtin.setup) does with its C(gather_subset)
+        (C(min), C(network), C(hardware), ...), in the same module run. Empty gathers none.
+    type: list
+    elements: str
+    default: []
+  managed_files_record_dir:
+    description: Where M(shipyard.webstack.managed_files) keeps the records of its steps (its O(shipyard.webstack.managed_files#module:record_dir)).
+    type: path
+    default: /var/lib/shipyard/managed-files
 notes:
   - A fact is C(null) when the host cannot answer for it (no C(dpkg-query), or systemd is not running), which the
     roles read as "nothing known".
@@ -43,6 +58,10 @@ notes:
 EXAMPLES = r'''
 - name: Read the installed packages and the units' states
   shipyard.webstack.host_state:
+
+- name: The same, and Ansible's minimal and network facts, in one module run
+  shipyard.webstack.host_state:
+    gather_subset: [min, network]
 
 - name: Start Redis unless it already runs and starts at boot
   ansible.builtin.systemd_service:
@@ -67,6 +86,14 @@ ansible_facts:
       description: The version of each installed package, by name; null without dpkg.
       type: dict
       sample: {"nginx": "1.22.1-9+deb12u1", "pgbouncer": "1.18.0-1"}
+    shipyard_managed_files:
+      description:
+        - The salted fingerprint of every M(shipyard.webstack.managed_files) step whose record still matches the
+          host (every path as the step left it), by record name; the step skips its module run when it would ask
+          for the same. Empty without records.
+        - Keep the task's output hidden (C(no_log)) where its steps write secrets, as the roles do.
+      type: dict
+      sample: {"postgres-settings": "3f1c...$9a0b..."}
     shipyard_units:
       description:
         - Services and timers by unit name, each with C(active) (its ActiveState) and C(enabled) (its unit file's
@@ -77,6 +104,11 @@ ansible_facts:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.converters import to_text
+from ansible.module_utils.facts import ansible_collector, default_collectors
+from ansible.module_utils.facts.collector import CollectorNotFoundError, CycleFoundInFactDeps, UnresolvedFactDep
+from ansible.module_utils.facts.namespace import PrefixFactNamespace
+from ansible_collections.shipyard.webstack.plugins.module_utils._files import RECORDS_DIR, valid_records
 
 _UNIT_TYPES = '--type=service,timer'
 _LIST_FLAGS = ['--all', '--full', '--plain', '--no-legend', '--no-pager']
@@ -137,13 +169,39 @@ def read_units(module):
     return parse_units(units_out, files_out)
 
 
+# What ansible.builtin.setup always collects along with the subsets asked for.
+_MINIMAL_SUBSET = frozenset(['apparmor', 'caps', 'cmdline', 'date_time', 'distribution', 'dns', 'env', 'fips',
+                             'local', 'lsb', 'pkg_mgr', 'platform', 'python', 'selinux', 'service_mgr',
+                             'ssh_pub_keys', 'user'])
+
+
+def gather_facts(module, subset):
+    """Ansible's own facts of these subsets, named as ansible.builtin.setup names them (one run less)."""
+    if not subset:
+        return {}
+    try:
+        collector = ansible_collector.get_ansible_collector(
+            all_collector_classes=default_collectors.collectors,
+            namespace=PrefixFactNamespace(namespace_name='ansible', prefix='ansible_'),
+            filter_spec=[], gather_subset=subset, gather_timeout=10, minimal_gather_subset=_MINIMAL_SUBSET)
+    except (TypeError, CollectorNotFoundError, CycleFoundInFactDeps, UnresolvedFactDep) as exc:
+        module.fail_json(msg='gather_subset: %s' % to_text(exc))
+    return collector.collect(module=module)
+
+
 def main():
-    module = AnsibleModule(argument_spec={}, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=dict(
+        gather_subset=dict(type='list', elements='str', default=[]),
+        managed_files_record_dir=dict(type='path', default=RECORDS_DIR),
+    ), supports_check_mode=True)
+    facts = gather_facts(module, module.params['gather_subset'])
     versions = read_packages(module)
-    module.exit_json(changed=False, ansible_facts=dict(
+    facts.update(
+        shipyard_managed_files=valid_records(module.params['managed_files_record_dir']),
         shipyard_installed_packages=sorted(versions) if versions is not None else None,
         shipyard_package_versions=versions,
-        shipyard_units=read_units(module)))
+        shipyard_units=read_units(module))
+    module.exit_json(changed=False, ansible_facts=facts)
 
 
 if __name__ == '__main__':

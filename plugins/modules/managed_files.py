@@ -21,6 +21,7 @@ description:
   - An O(absent) path is removed when it exists (a file, or an empty directory), before anything is written, so
     a file validated later does not meet it (nginx's default site, for example).
   - Reports RV(ignore:changed) when anything changed, and which paths did in RV(changed_paths).
+  - With O(record), a rerun where nothing asked and nothing on the host changed costs no module run (see O(record)).
 author:
   - shipyard.webstack contributors (@shipyard-webstack)
 extends_documentation_fragment:
@@ -92,6 +93,28 @@ options:
     type: list
     elements: path
     default: []
+  record:
+    description:
+      - Name of the step's record. After a run (not in check mode), the module writes under
+        C(/var/lib/shipyard/managed-files) what every path of the step is (content digest, mode, owner, group) and a
+        salted fingerprint of the options it was given.
+      - M(shipyard.webstack.host_state) reads the records back, and reports the fingerprint of every record whose
+        paths are all still as recorded. When that fact (C(shipyard_managed_files)) is set, the action compares the
+        fingerprint of the options on the controller and, when it is the same, returns unchanged without running
+        the module on the host.
+      - So a file edited by hand, a mode changed, a path removed or any option changed all make the step run.
+        The fact is as of host_state's read; a playbook that changes a step's paths by other means after that
+        read, and then runs the step, should read the host state again first.
+      - Letters, digits, C(_), C(.) and C(-); unique per host.
+    type: str
+  record_dir:
+    description: Where the records are kept; M(shipyard.webstack.host_state) must read the same directory.
+    type: path
+    default: /var/lib/shipyard/managed-files
+  record_fingerprint:
+    description:
+      - Set by the action from the other options when O(record) is given; not for playbooks.
+    type: str
 '''
 
 EXAMPLES = r'''
@@ -104,6 +127,17 @@ EXAMPLES = r'''
         content: "{{ lookup('ansible.builtin.template', 'shipyard-db-backup.service.j2') }}"
         mode: "0644"
     absent: [/etc/shipyard-db-backup/pgpass]
+  notify: db_backup units changed
+
+- name: The same, skipped on the controller when neither it nor the host changed since the last run
+  shipyard.webstack.managed_files:
+    directories:
+      - {path: /etc/shipyard-db-backup, owner: root, group: postgres, mode: "0750"}
+    files:
+      - path: /etc/systemd/system/shipyard-db-backup.service
+        content: "{{ lookup('ansible.builtin.template', 'shipyard-db-backup.service.j2') }}"
+        mode: "0644"
+    record: db_backup-units
   notify: db_backup units changed
 '''
 
@@ -119,14 +153,23 @@ changed_paths:
   type: list
   elements: str
   sample: [/etc/systemd/system/shipyard-db-backup.service]
+skipped_by_record:
+  description: True when the action found the step unchanged since its record and did not run the module.
+  returned: when O(record) is given
+  type: bool
+  sample: true
 '''
 
 import os
+import re
 import shlex
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_bytes, to_native
+from ansible_collections.shipyard.webstack.plugins.module_utils._files import (
+    RECORD_NAME_RE, RECORDS_DIR, remove_record, write_record,
+)
 
 
 def attributes(module, item, changed):
@@ -220,13 +263,22 @@ def main():
             directories=dict(type='list', elements='dict', default=[], options=path_item),
             files=dict(type='list', elements='dict', default=[], options=file_item),
             absent=dict(type='list', elements='path', default=[]),
+            record=dict(type='str'),
+            record_dir=dict(type='path', default=RECORDS_DIR),
+            record_fingerprint=dict(type='str'),
         ),
         supports_check_mode=True,
+        required_by=dict(record=['record_fingerprint']),
     )
     p = module.params
     for item in p['directories'] + p['files']:
         if not os.path.isabs(item['path']):
             module.fail_json(msg='%s: give an absolute path' % item['path'])
+    if p['record'] is not None and not re.match(RECORD_NAME_RE, p['record']):
+        module.fail_json(msg='record must be letters, digits, _ . - (a name, not a path)')
+    if p['record'] and not module.check_mode:
+        # A run that fails half way leaves no record, so the next one runs in full.
+        remove_record(p['record_dir'], p['record'])
     changed_paths = []
     diffs = []
     backups = {}
@@ -240,6 +292,11 @@ def main():
         if ensure_file(module, item, diffs, backups):
             changed_paths.append(item['path'])
     result = dict(changed=bool(changed_paths), changed_paths=changed_paths, backups=backups)
+    if p['record']:
+        if not module.check_mode:
+            write_record(p['record_dir'], p['record'], p['record_fingerprint'],
+                         p['absent'] + [item['path'] for item in p['directories'] + p['files']])
+        result['skipped_by_record'] = False
     if module._diff:
         result['diff'] = diffs
     module.exit_json(**result)

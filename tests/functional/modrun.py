@@ -33,10 +33,13 @@ def _args_file(args, check_mode, diff):
 
 
 def start_module(name, args, check_mode=False, diff=False):
-    """Start a module in the background; returns (Popen, args_path). Use finish_module() to collect."""
+    """Start a module in the background; returns (Popen, args_path). Use finish_module() to collect.
+
+    name: one of this collection's modules, or a dotted Python module (ansible.modules.setup)."""
     path = _args_file(args, check_mode, diff)
     proc = subprocess.Popen(
-        [sys.executable, '-m', 'ansible_collections.shipyard.webstack.plugins.modules.%s' % name, path],
+        [sys.executable, '-m', name if '.' in name else 'ansible_collections.shipyard.webstack.plugins.modules.%s' % name,
+         path],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), cwd=ROOT)
     return proc, path
 

@@ -35,3 +35,18 @@ def test_units_are_known_only_where_systemd_runs():
 def test_check_mode_reads_the_same():
     assert (run_module('host_state', {}, check_mode=True)['ansible_facts']
             == run_module('host_state', {})['ansible_facts'])
+
+
+def test_gather_subset_gives_the_facts_setup_gives_under_the_same_names():
+    mine = run_module('host_state', {'gather_subset': ['min', 'network']})['ansible_facts']
+    theirs = run_module('ansible.modules.setup', {'gather_subset': ['min', 'network']})['ansible_facts']
+    shipyard = set(name for name in mine if name.startswith('shipyard_'))
+    assert set(mine) - shipyard == set(theirs)
+    for name in ('ansible_os_family', 'ansible_distribution', 'ansible_default_ipv4', 'ansible_all_ipv4_addresses'):
+        assert mine[name] == theirs[name], name
+    assert 'ansible_os_family' not in run_module('host_state', {})['ansible_facts']
+
+
+def test_an_unknown_subset_is_a_clear_error():
+    result = run_module('host_state', {'gather_subset': ['no_such_subset']})
+    assert result['failed'] and result['msg'].startswith('gather_subset: ') and 'no_such_subset' in result['msg']
