@@ -46,6 +46,13 @@ options:
     type: list
     elements: str
     default: []
+  kernel_settings:
+    description:
+      - Kernel settings (sysctl names such as C(vm.overcommit_memory)) to read from C(/proc/sys), with whether
+        they can be changed here (not in a container, whose C(/proc/sys) is read-only).
+    type: list
+    elements: str
+    default: []
   managed_files_record_dir:
     description: Where M(shipyard.webstack.managed_files) keeps the records of its steps (its O(shipyard.webstack.managed_files#module:record_dir)).
     type: path
@@ -86,6 +93,12 @@ ansible_facts:
       description: The version of each installed package, by name; null without dpkg.
       type: dict
       sample: {"nginx": "1.22.1-9+deb12u1", "pgbouncer": "1.18.0-1"}
+    shipyard_kernel_settings:
+      description:
+        - Each of O(kernel_settings) with its C(value) (whitespace folded; null when the kernel has no such
+          setting) and whether it is C(writable) here.
+      type: dict
+      sample: {"vm.overcommit_memory": {"value": "1", "writable": false}}
     shipyard_managed_files:
       description:
         - The salted fingerprint of every M(shipyard.webstack.managed_files) step whose record still matches the
@@ -102,6 +115,9 @@ ansible_facts:
       type: dict
       sample: {"redis-server.service": {"active": "active", "enabled": "enabled"}}
 '''
+
+import os
+import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_text
@@ -169,6 +185,20 @@ def read_units(module):
     return parse_units(units_out, files_out)
 
 
+def read_kernel_settings(names):
+    """{name: {value, writable}} from /proc/sys (vm.overcommit_memory -> /proc/sys/vm/overcommit_memory)."""
+    settings = {}
+    for name in names:
+        path = '/proc/sys/' + name.replace('.', '/')
+        try:
+            with open(path) as handle:
+                value = ' '.join(handle.read().split())
+        except (IOError, OSError):
+            value = None
+        settings[name] = dict(value=value, writable=value is not None and os.access(path, os.W_OK))
+    return settings
+
+
 # What ansible.builtin.setup always collects along with the subsets asked for.
 _MINIMAL_SUBSET = frozenset(['apparmor', 'caps', 'cmdline', 'date_time', 'distribution', 'dns', 'env', 'fips',
                              'local', 'lsb', 'pkg_mgr', 'platform', 'python', 'selinux', 'service_mgr',
@@ -192,11 +222,16 @@ def gather_facts(module, subset):
 def main():
     module = AnsibleModule(argument_spec=dict(
         gather_subset=dict(type='list', elements='str', default=[]),
+        kernel_settings=dict(type='list', elements='str', default=[]),
         managed_files_record_dir=dict(type='path', default=RECORDS_DIR),
     ), supports_check_mode=True)
+    for name in module.params['kernel_settings']:
+        if not re.match(r'^[a-z0-9_]+(\.[A-Za-z0-9_-]+)+$', name):
+            module.fail_json(msg='kernel_settings: %s is not a sysctl name (like vm.overcommit_memory)' % name)
     facts = gather_facts(module, module.params['gather_subset'])
     versions = read_packages(module)
     facts.update(
+        shipyard_kernel_settings=read_kernel_settings(module.params['kernel_settings']),
         shipyard_managed_files=valid_records(module.params['managed_files_record_dir']),
         shipyard_installed_packages=sorted(versions) if versions is not None else None,
         shipyard_package_versions=versions,

@@ -52,7 +52,7 @@ EXAMPLES = r'''
 
 RETURN = r'''
 violations:
-  description: Each violation, as C(<variable> on <host> (role <role>): <what is wrong>); empty when the variables pass.
+  description: 'Each violation, as C(<variable> on <host> (role <role>): <what is wrong>); empty when the variables pass.'
   returned: success and when a check fails
   type: list
   elements: str

@@ -503,4 +503,3 @@ def role_check_violations(values, roles, host='', specs=None):
                 continue
             out.extend('%s on %s (role %s): %s' % (name, host, role, what) for name, what in found)
     return out
-

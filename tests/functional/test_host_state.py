@@ -50,3 +50,15 @@ def test_gather_subset_gives_the_facts_setup_gives_under_the_same_names():
 def test_an_unknown_subset_is_a_clear_error():
     result = run_module('host_state', {'gather_subset': ['no_such_subset']})
     assert result['failed'] and result['msg'].startswith('gather_subset: ') and 'no_such_subset' in result['msg']
+
+
+def test_kernel_settings_are_read_with_whether_they_can_be_changed():
+    facts = run_module('host_state', {'kernel_settings': ['vm.overcommit_memory', 'vm.no_such_setting']})['ansible_facts']
+    with open('/proc/sys/vm/overcommit_memory') as handle:
+        value = handle.read().strip()
+    settings = facts['shipyard_kernel_settings']
+    assert settings['vm.overcommit_memory'] == {'value': value,
+                                                'writable': os.access('/proc/sys/vm/overcommit_memory', os.W_OK)}
+    assert settings['vm.no_such_setting'] == {'value': None, 'writable': False}
+    bad = run_module('host_state', {'kernel_settings': ['../../etc/shadow']})
+    assert bad['failed'] and 'is not a sysctl name' in bad['msg']

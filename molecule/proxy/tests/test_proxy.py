@@ -209,3 +209,10 @@ def test_switch_is_idempotent_and_check_mode_only_reports(host):
 def test_role_run_after_switch_keeps_green(host):
     assert _results(host, 'after-role.json')['web_api'] == 'green'
     assert fetch(host, '/api/after')['json']['port'] in WEB_API['green']
+
+
+def test_role_run_removes_a_retired_upstreams_files(host):
+    assert not host.file('/etc/nginx/shipyard/upstreams/retired_http.conf').exists
+    assert not host.file('/var/lib/shipyard/proxy/retired_http.slot').exists
+    assert host.file('/etc/nginx/shipyard/upstreams/web_api.conf').exists
+    assert host.file('/var/lib/shipyard/proxy/web_api.slot').content_string.strip() == 'green'
