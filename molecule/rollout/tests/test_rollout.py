@@ -122,3 +122,24 @@ def test_audit_log_records_the_release_phase_run_alone(host):
     assert len(releases) == 1, [(r['event'], r['result']) for r in lines]
     assert releases[0]['result'] == 'success' and releases[0]['release'].endswith(':v1'), releases[0]
     assert releases[0]['digest'].startswith('sha256:') and releases[0]['run_id'], releases[0]
+
+
+def test_deploy_recorded_every_file_step_root_only_and_without_values(host):
+    records = host.file('/var/lib/shipyard/managed-files')
+    assert (records.is_directory, records.mode, records.user) == (True, 0o700, 'root')
+    names = sorted(host.check_output('ls /var/lib/shipyard/managed-files').split())
+    assert names == ['app-%s-env.json' % APP, 'docker-daemon.json', 'pgbouncer-config.json', 'proxy-site.json']
+    secrets = ['auth-rollout-pw-0001', 'redis-app-rollout-pw-01', 'app-rollout-pw-0001']   # molecule.yml's
+    for name in names:
+        record = host.file('/var/lib/shipyard/managed-files/' + name)
+        assert (record.mode, record.user) == (0o600, 'root'), name
+        content = json.loads(record.content_string)
+        assert sorted(content) == ['fingerprint', 'paths'], name
+        assert not any(secret in record.content_string for secret in secrets), name
+
+
+def test_redis_kernel_setting_written_with_its_settings():
+    cache = RUNNER.get_host('cache1')
+    sysctl = cache.file('/etc/sysctl.d/60-shipyard-redis.conf')
+    assert (sysctl.content_string, sysctl.mode, sysctl.user) == ('vm.overcommit_memory=1\n', 0o644, 'root')
+    assert cache.file('/var/lib/shipyard/managed-files/redis-settings.json').exists

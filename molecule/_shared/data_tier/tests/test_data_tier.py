@@ -268,6 +268,9 @@ def test_redis_settings_and_secret_file(name):
         got[key] = host.check_output(cli + 'CONFIG GET ' + key).splitlines()[1]
     assert got == {'maxmemory': str(256 * 1024 * 1024), 'maxmemory-policy': 'allkeys-lru', 'appendonly': 'yes',
                    'appendfsync': 'everysec', 'protected-mode': 'yes'}
+    # vm.overcommit_memory for the kernel at boot (the container's /proc/sys is read-only).
+    sysctl = host.file('/etc/sysctl.d/60-shipyard-redis.conf')
+    assert (sysctl.content_string, sysctl.mode, sysctl.user) == ('vm.overcommit_memory=1\n', 0o644, 'root')
     # Debian's hardened unit is kept: only drop-ins are added.
     # (redis.conf itself only gains the include line.)
     changed = [line for line in host.run('dpkg -V redis-server').stdout.splitlines()
