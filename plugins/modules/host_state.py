@@ -53,6 +53,13 @@ options:
     type: list
     elements: str
     default: []
+  globs:
+    description:
+      - Shell-style path patterns (C(/etc/postgresql/*/*/conf.d/50-shipyard.conf)) to look up, each reported with the
+        paths that match it.
+    type: list
+    elements: str
+    default: []
   managed_files_record_dir:
     description: Where M(shipyard.webstack.managed_files) keeps the records of its steps (its O(shipyard.webstack.managed_files#module:record_dir)).
     type: path
@@ -93,6 +100,10 @@ ansible_facts:
       description: The version of each installed package, by name; null without dpkg.
       type: dict
       sample: {"nginx": "1.22.1-9+deb12u1", "pgbouncer": "1.18.0-1"}
+    shipyard_globs:
+      description: The paths that match each of O(globs), sorted (an empty list when none does).
+      type: dict
+      sample: {"/etc/postgresql/*/*/conf.d/50-shipyard.conf": ["/etc/postgresql/15/main/conf.d/50-shipyard.conf"]}
     shipyard_kernel_settings:
       description:
         - Each of O(kernel_settings) with its C(value) (whitespace folded; null when the kernel has no such
@@ -116,6 +127,7 @@ ansible_facts:
       sample: {"redis-server.service": {"active": "active", "enabled": "enabled"}}
 '''
 
+import glob
 import os
 import re
 
@@ -223,6 +235,7 @@ def main():
     module = AnsibleModule(argument_spec=dict(
         gather_subset=dict(type='list', elements='str', default=[]),
         kernel_settings=dict(type='list', elements='str', default=[]),
+        globs=dict(type='list', elements='str', default=[]),
         managed_files_record_dir=dict(type='path', default=RECORDS_DIR),
     ), supports_check_mode=True)
     for name in module.params['kernel_settings']:
@@ -232,6 +245,7 @@ def main():
     versions = read_packages(module)
     facts.update(
         shipyard_kernel_settings=read_kernel_settings(module.params['kernel_settings']),
+        shipyard_globs=dict((pattern, sorted(glob.glob(pattern))) for pattern in module.params['globs']),
         shipyard_managed_files=valid_records(module.params['managed_files_record_dir']),
         shipyard_installed_packages=sorted(versions) if versions is not None else None,
         shipyard_package_versions=versions,

@@ -62,3 +62,13 @@ def test_kernel_settings_are_read_with_whether_they_can_be_changed():
     assert settings['vm.no_such_setting'] == {'value': None, 'writable': False}
     bad = run_module('host_state', {'kernel_settings': ['../../etc/shadow']})
     assert bad['failed'] and 'is not a sysctl name' in bad['msg']
+
+
+def test_globs_report_the_paths_that_match(tmp_path):
+    (tmp_path / '15' / 'main' / 'conf.d').mkdir(parents=True)
+    (tmp_path / '15' / 'main' / 'conf.d' / '50-shipyard.conf').write_text('x\n')
+    (tmp_path / '16' / 'main').mkdir(parents=True)
+    ours = str(tmp_path / '*' / '*' / 'conf.d' / '50-shipyard.conf')
+    nothing = str(tmp_path / 'nothing' / '*.conf')
+    globs = run_module('host_state', {'globs': [ours, nothing]})['ansible_facts']['shipyard_globs']
+    assert globs == {ours: [str(tmp_path / '15' / 'main' / 'conf.d' / '50-shipyard.conf')], nothing: []}
