@@ -10,13 +10,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import re
-
 from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.shipyard.webstack.plugins.plugin_utils.role_checks import (
-    role_check_violations, role_checked_variables,
+    role_check_violations, role_checked_variables, undefined_variables,
 )
 
 
@@ -46,7 +44,7 @@ class ActionModule(ActionBase):
         except AnsibleError as error:
             # A template among the variables failed. Its message may quote a value: repeat only the names
             # of undefined variables.
-            undefined = sorted(set(re.findall(r"'([A-Za-z_][A-Za-z0-9_]*)' is undefined", str(error))))
+            undefined = undefined_variables(error)
             result.update(failed=True, msg='role_checks: the variables of the role %s could not be evaluated (%s)' % (
                 role, ', '.join(undefined) + ' is undefined' if undefined else 'a template in them failed'))
             return result

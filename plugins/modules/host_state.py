@@ -211,7 +211,8 @@ def read_kernel_settings(names):
     return settings
 
 
-# What ansible.builtin.setup always collects along with the subsets asked for.
+# What ansible.builtin.setup always collects along with the subsets asked for (setup keeps it inside its
+# main(); tests/unit/test_host_state.py checks that this copy equals the installed core's).
 _MINIMAL_SUBSET = frozenset(['apparmor', 'caps', 'cmdline', 'date_time', 'distribution', 'dns', 'env', 'fips',
                              'local', 'lsb', 'pkg_mgr', 'platform', 'python', 'selinux', 'service_mgr',
                              'ssh_pub_keys', 'user'])

@@ -27,6 +27,7 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible_collections.shipyard.webstack.plugins.filter.app import app_process_plan
 
 RULES = {}      # role -> [rule function]
+_UNDEFINED_RE = re.compile(r"'([A-Za-z_][A-Za-z0-9_]*)' is undefined")
 READS = {}      # role -> [variable names its rules read], in first-use order
 
 
@@ -467,6 +468,12 @@ def _app_health(v):
         # A new slot must be proven before it takes traffic.
         yield ('app_processes', 'every process with ports needs an HTTP health check (health: {path: /health}); '
                'missing for: %s' % ', '.join(missing))
+
+
+def undefined_variables(message):
+    """The names of the undefined variables a template error message reports, sorted, each once: the only
+    part of such a message that may be repeated (the rest can quote a value)."""
+    return sorted(set(_UNDEFINED_RE.findall(str(message or ''))))
 
 
 def role_checked_variables(role):

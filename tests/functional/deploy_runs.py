@@ -32,6 +32,8 @@ def local_host_vars(tmp_path):
     """What makes any inventory host the controller itself, with its lock and audit log in tmp_path."""
     return {
         'ansible_connection': 'local',
+        # The inventories' become (sudo, for a non-root SSH user) has no place on the controller.
+        'ansible_become': False,
         'ansible_python_interpreter': sys.executable,
         'deploy_lock_path': str(tmp_path / 'deploy.lock'),
         'deploy_audit_log_path': str(tmp_path / 'audit.jsonl'),

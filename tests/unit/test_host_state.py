@@ -1,6 +1,7 @@
 """host_state's parsers (on systemctl's and dpkg-query's own output, read off a test host) and
 unit_settled, which decides whether a role's "enable and start" task can be skipped."""
 
+import ast
 import os
 import sys
 
@@ -13,6 +14,8 @@ if COLLECTIONS not in sys.path:
 
 from ansible.errors import AnsibleFilterError  # noqa: E402
 from ansible_collections.shipyard.webstack.plugins.filter.packages import unit_settled  # noqa: E402
+import ansible.modules.setup  # noqa: E402
+from ansible_collections.shipyard.webstack.plugins.modules import host_state  # noqa: E402
 from ansible_collections.shipyard.webstack.plugins.modules.host_state import parse_dpkg, parse_units  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data')
@@ -94,3 +97,14 @@ def test_bad_input_is_named():
         unit_settled('', {})
     with pytest.raises(AnsibleFilterError, match='shipyard_units'):
         unit_settled('nginx', ['nginx'])
+
+
+def test_the_facts_always_gathered_are_setups():
+    # setup keeps its list in a local variable of main(), so host_state cannot import it. Read it from
+    # the installed ansible-core's source: a core that changes it fails here, not on a host.
+    with open(ansible.modules.setup.__file__, encoding='utf-8') as handle:
+        tree = ast.parse(handle.read())
+    found = [node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
+             and any(getattr(target, 'id', None) == 'minimal_gather_subset' for target in node.targets)]
+    assert len(found) == 1
+    assert frozenset(ast.literal_eval(found[0].args[0])) == host_state._MINIMAL_SUBSET

@@ -9,7 +9,7 @@ import yaml
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.shipyard.webstack.plugins.plugin_utils.role_checks import (
-    READS, role_check_violations, role_checked_variables,
+    READS, role_check_violations, role_checked_variables, undefined_variables,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -175,3 +175,11 @@ def test_bad_calls():
         role_check_violations({}, ['nginx'])
     with pytest.raises(AnsibleFilterError, match='no checks for the role nginx'):
         role_checked_variables('nginx')
+
+
+def test_undefined_variables_repeats_only_the_names():
+    message = ("The task includes an option with an undefined variable. 'vault_redis_pw' is undefined. "
+               "'vault_redis_pw' is undefined; value 'sekrit-1234' of redis_password; 'a_b2' is undefined")
+    assert undefined_variables(message) == ['a_b2', 'vault_redis_pw']
+    assert undefined_variables("template error while templating string: unexpected '}'") == []
+    assert undefined_variables(None) == []
