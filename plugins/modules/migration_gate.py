@@ -237,6 +237,16 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+decided_by:
+  description:
+    - What decided whether migrations run. V(ledger), a successful row of this release and fingerprint (no
+      command ran); V(status_command); V(no_status_command) (then they run); V(force).
+    - A check-mode V(ledger) skip stays true under the lock (the ledger keeps its successful rows), so a caller
+      that previewed may leave the real run out.
+    - V(null) when the gate could not connect in check mode.
+  returned: always
+  type: str
+  sample: ledger
 ran:
   description: Whether the migration command ran (in check mode, always false).
   returned: always
@@ -382,7 +392,7 @@ class MigrationGate(object):
         self.conn = None
         self.started = time.monotonic()
         self.fingerprint = p['fingerprint']
-        self.result = dict(changed=False, ran=False, skipped=False, pending=False, reason='', release=p['release'],
+        self.result = dict(changed=False, ran=False, skipped=False, pending=False, reason='', decided_by=None, release=p['release'],
                            fingerprint=None, lock_key=self.lock_key, lock_wait=0.0, duration=0.0, output_tail='',
                            interrupted_runs=[])
 
@@ -487,9 +497,12 @@ class MigrationGate(object):
     def decide(self, applied):
         decision = mig.ledger_decision(applied, self.params['force'])
         if decision is not None:
+            self.result['decided_by'] = 'force' if self.params['force'] else 'ledger'
             return decision, None
         if not self.params['status_command']:
+            self.result['decided_by'] = 'no_status_command'
             return mig.status_decision(None), None
+        self.result['decided_by'] = 'status_command'
         status = self.run('the status command', self.params['status_command'], self.params['status_timeout'])
         self.result['status_rc'] = status.rc
         self.result['output_tail'] = status.tail

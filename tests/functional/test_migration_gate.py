@@ -137,6 +137,7 @@ def test_first_run_applies_second_skips_new_fingerprint_applies(gate):
     second = run_module(MODULE, gate.args())
     assert second['changed'] is False and second['ran'] is False and second['skipped'] is True
     assert 'ledger records release sha256:rel1 with fingerprint fp-1' in second['reason']
+    assert first['decided_by'] == 'no_status_command' and second['decided_by'] == 'ledger'
     assert second['ledger_row']['id'] == first['ledger_row']['id']
     assert gate.runs() == 1
 
@@ -303,10 +304,11 @@ def test_status_command_up_to_date_skips_and_records(gate):
     assert result['changed'] is False and result['skipped'] is True and result['ran'] is False
     assert result['status_rc'] == 0
     assert result['ledger_row']['status'] == 'up_to_date'
+    assert result['decided_by'] == 'status_command'
     assert gate.runs() == 0
     # recorded, so the next run skips by the ledger without asking the status command
     again = run_module(MODULE, gate.args(status_command=['sh', '-c', 'exit 1']))
-    assert again['skipped'] is True and 'ledger records' in again['reason']
+    assert again['skipped'] is True and 'ledger records' in again['reason'] and again['decided_by'] == 'ledger'
 
 
 def test_status_command_pending_runs_and_error_fails(gate, tmp_path):
@@ -350,8 +352,11 @@ def test_check_mode_reports_pending_and_writes_nothing(gate):
     assert gate.pg.advisory_locks() == []
 
     run_module(MODULE, gate.args())
-    again = run_module(MODULE, gate.args(), check_mode=True)
+    # The preview the app role asks before its backup: the ledger answers, and the status command (which
+    # would say pending here) is not run: a no-op deploy starts no container for it.
+    again = run_module(MODULE, gate.args(status_command=['sh', '-c', 'exit 1']), check_mode=True)
     assert again['pending'] is False and again['changed'] is False and again['would_run'] == []
+    assert again['decided_by'] == 'ledger' and 'status_rc' not in again
     assert gate.runs() == 1
     gate.assert_no_secret(preview)
 
