@@ -12,6 +12,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import base64
+import binascii
+import json
 import re
 
 from ansible.errors import AnsibleFilterError
@@ -201,6 +204,28 @@ def app_proxy_routes(processes, host_port_base=DEFAULT_HOST_PORT_BASE, slot_port
     return sorted(routes, key=lambda r: r['path'])
 
 
+def app_history_releases(slurped):
+    """The releases (oldest first) of releases.json as ansible.builtin.slurp returned it; [] when it was not read
+    (no file yet, or a read that was let fail)."""
+    if not isinstance(slurped, dict) or 'content' not in slurped:
+        return []
+    try:
+        data = json.loads(base64.b64decode(slurped['content']).decode('utf-8'))
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise AnsibleFilterError('app_history_releases: %s is not a release history (%s)'
+                                 % (slurped.get('source') or 'releases.json', exc))
+    releases = data.get('releases', []) if isinstance(data, dict) else None
+    if not isinstance(releases, list):
+        raise AnsibleFilterError('app_history_releases: %s has no list of releases' % (slurped.get('source') or 'releases.json'))
+    return releases
+
+
+def app_running_release(history):
+    """The image of the newest release in the history whose rollout succeeded, or 'none'."""
+    images = [entry.get('image') for entry in history or [] if isinstance(entry, dict) and entry.get('result') == 'ok']
+    return (images[-1] if images else None) or 'none'
+
+
 def app_history_record(history, entry, keep=50):
     """The history with entry appended, unless the last entry already records the same release
     with the same result (a repeated deploy changes nothing). Oldest entries beyond keep are dropped."""
@@ -263,6 +288,8 @@ class FilterModule(object):
             'app_process_plan': app_process_plan,
             'app_proxy_upstreams': app_proxy_upstreams,
             'app_proxy_routes': app_proxy_routes,
+            'app_history_releases': app_history_releases,
+            'app_running_release': app_running_release,
             'app_history_record': app_history_record,
             'app_rollback_target': app_rollback_target,
             'app_images_to_prune': app_images_to_prune,

@@ -120,3 +120,33 @@ def test_images_to_prune_keeps_the_newest_and_the_rollback_target():
     # Only images present and recorded in the history are ever named.
     assert 'id-not-ours' not in F.app_images_to_prune(history, present, keep=1)
     assert F.app_images_to_prune(history, ['id-v4'], keep=1) == []
+
+
+def slurped(data, source='/var/lib/shipyard/shop/releases.json'):
+    import base64
+    import json
+    text = data if isinstance(data, str) else json.dumps(data)
+    return {'content': base64.b64encode(text.encode()).decode(), 'encoding': 'base64', 'source': source}
+
+
+def test_history_releases_from_a_slurp():
+    history = [{'image': 'shop:v1', 'result': 'ok'}, {'image': 'shop:v2', 'result': 'failed'}]
+    assert F.app_history_releases(slurped({'releases': history})) == history
+    assert F.app_history_releases(slurped({})) == []
+    # Not read (no file yet, failed_when: false, a skipped task): an empty history.
+    assert F.app_history_releases({'failed': True, 'msg': 'file not found: x'}) == []
+    assert F.app_history_releases({'skipped': True}) == []
+    assert F.app_history_releases(None) == []
+    with pytest.raises(AnsibleFilterError, match='/var/lib/shipyard/shop/releases.json is not a release history'):
+        F.app_history_releases(slurped('{"releases": [}'))
+    with pytest.raises(AnsibleFilterError, match='has no list of releases'):
+        F.app_history_releases(slurped({'releases': None}))
+
+
+def test_running_release_is_the_newest_successful_rollout():
+    history = [{'image': 'shop:v1', 'result': 'ok'}, {'image': 'shop:v2', 'result': 'ok'},
+               {'image': 'shop:v3', 'result': 'failed'}]
+    assert F.app_running_release(history) == 'shop:v2'
+    assert F.app_running_release([{'image': 'shop:v3', 'result': 'failed'}]) == 'none'
+    assert F.app_running_release([]) == 'none'
+    assert F.app_running_release([{'result': 'ok'}]) == 'none'
