@@ -11,6 +11,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import base64
+import hashlib
+import hmac
 import re
 import traceback
 
@@ -307,3 +310,51 @@ def direct_connection_problem(conn, params, strict=True, application_name='shipy
     if evidence is None:
         return None
     return POOLER_MESSAGE.format(evidence=evidence)
+
+
+_SCRAM_VERIFIER = re.compile(r'^SCRAM-SHA-256\$(\d+):([^$]+)\$([^:]+):(.+)$')
+_MD5_VERIFIER = re.compile(r'^md5[0-9a-f]{32}$')
+_PRINTABLE_ASCII = re.compile(r'^[\x20-\x7e]*$')
+
+
+def is_password_verifier(password):
+    """True when ``password`` is already a verifier (SCRAM-SHA-256$... or md5...), not a plain password."""
+    return bool(_SCRAM_VERIFIER.match(password) or _MD5_VERIFIER.match(password))
+
+
+def password_settled(stored, role, password, password_encryption):
+    """Would setting ``password`` on ``role`` leave pg_authid.rolpassword (``stored``) as it is?
+
+    Decided on the host, so no verifier or password travels anywhere. True only when certain:
+    a verifier given as the password equals the stored one; a plain password verifies against a stored
+    SCRAM verifier, or against a stored md5 one while the server still encrypts with md5 (a server on
+    scram-sha-256 would re-encrypt it, which is a change). A password outside printable ASCII needs
+    SASLprep, which is not done here, so it counts as not settled: the caller then sets it, which is
+    always correct.
+    """
+    if password == '':
+        return stored is None
+    if stored is None:
+        return False
+    if is_password_verifier(password):
+        return hmac.compare_digest(stored.encode('utf-8'), password.encode('utf-8'))
+    if not _PRINTABLE_ASCII.match(password):
+        return False
+    if _MD5_VERIFIER.match(stored):
+        if password_encryption != 'md5':
+            return False
+        expected = 'md5' + hashlib.md5((password + role).encode('utf-8')).hexdigest()
+        return hmac.compare_digest(stored.encode('utf-8'), expected.encode('utf-8'))
+    match = _SCRAM_VERIFIER.match(stored)
+    if not match:
+        return False
+    iterations, salt, stored_key, server_key = match.groups()
+    try:
+        salt, stored_key, server_key = (base64.b64decode(v) for v in (salt, stored_key, server_key))
+    except (TypeError, ValueError):
+        return False
+    # RFC 5802: SaltedPassword = Hi(password, salt, i); StoredKey = H(HMAC(SaltedPassword, "Client Key")).
+    salted = hashlib.pbkdf2_hmac('sha256', password.encode('ascii'), salt, int(iterations))
+    client_key = hmac.new(salted, b'Client Key', hashlib.sha256).digest()
+    return (hmac.compare_digest(hashlib.sha256(client_key).digest(), stored_key)
+            and hmac.compare_digest(hmac.new(salted, b'Server Key', hashlib.sha256).digest(), server_key))

@@ -347,9 +347,22 @@ def _postgres_tls(v):
         yield 'postgres_hba_require_tls', 'needs postgres_tls_cert and postgres_tls_key'
 
 
+def _unknown_keys(where, item, known):
+    """A misspelt key (passwrd) would be ignored, and the step would silently do something else."""
+    unknown = sorted(str(key) for key in item if key not in known)
+    if unknown:
+        yield where, 'has unknown key(s) %s; known: %s' % (', '.join(unknown), ', '.join(known))
+
+
+_POSTGRES_USER_KEYS = ('name', 'password', 'role_attr_flags', 'state')
+_POSTGRES_DATABASE_KEYS = ('name', 'owner', 'encoding', 'extensions', 'state')
+
+
 @_rule('postgres', 'postgres_users')
 def _postgres_users(v):
     for where, user in _dict_items(v, 'postgres_users'):
+        for problem in _unknown_keys(where, user, _POSTGRES_USER_KEYS):
+            yield problem
         if not str(user.get('name') or ''):
             yield where + '.name', 'is required but not set'
         state = user.get('state', 'present')
@@ -363,6 +376,8 @@ def _postgres_users(v):
 def _postgres_databases(v):
     owners = [user.get('name') for user in v.list('postgres_users') if isinstance(user, dict)] + ['postgres']
     for where, database in _dict_items(v, 'postgres_databases'):
+        for problem in _unknown_keys(where, database, _POSTGRES_DATABASE_KEYS):
+            yield problem
         if not str(database.get('name') or ''):
             yield where + '.name', 'is required but not set'
         if 'owner' in database and database['owner'] not in owners:
