@@ -131,7 +131,7 @@ options:
     elements: str
     default: []
 notes:
-  - Connect as a superuser (the roles use V(postgres) over the local socket): C(pg_authid) is readable only by one.
+  - Connect as a superuser (the roles use V(postgres) over the local socket), because only one may read C(pg_authid).
   - When nothing answers (no socket, connection refused) or the server rejects connections while it starts or
     stops, the module does not fail. It returns RV(running=false), with every role, database, extension and
     function to be changed, so that the caller runs its real modules, which then fail or succeed as they would have.
@@ -322,8 +322,9 @@ class Reader(object):
         encryption = _rows(conn, "SELECT pg_catalog.current_setting('password_encryption') AS value")[0]['value']
         names = [spec['name'] for spec in module.params['roles']]
         try:
-            found = names and _rows(conn, 'SELECT %s, rolpassword FROM pg_catalog.pg_authid WHERE rolname = ANY(%%s)'
-                          % ', '.join(_ROLE_COLUMNS), (names,))
+            found = names and _rows(
+                conn, 'SELECT %s, rolpassword FROM pg_catalog.pg_authid WHERE rolname = ANY(%%s)'
+                % ', '.join(_ROLE_COLUMNS), (names,))
         except Exception:  # not a superuser: no passwords to compare, the flags still can be
             found = _rows(conn, 'SELECT %s FROM pg_catalog.pg_roles WHERE rolname = ANY(%%s)'
                           % ', '.join(_ROLE_COLUMNS), (names,))

@@ -361,8 +361,7 @@ _POSTGRES_DATABASE_KEYS = ('name', 'owner', 'encoding', 'extensions', 'state')
 @_rule('postgres', 'postgres_users')
 def _postgres_users(v):
     for where, user in _dict_items(v, 'postgres_users'):
-        for problem in _unknown_keys(where, user, _POSTGRES_USER_KEYS):
-            yield problem
+        yield from _unknown_keys(where, user, _POSTGRES_USER_KEYS)
         if not str(user.get('name') or ''):
             yield where + '.name', 'is required but not set'
         state = user.get('state', 'present')
@@ -376,8 +375,7 @@ def _postgres_users(v):
 def _postgres_databases(v):
     owners = [user.get('name') for user in v.list('postgres_users') if isinstance(user, dict)] + ['postgres']
     for where, database in _dict_items(v, 'postgres_databases'):
-        for problem in _unknown_keys(where, database, _POSTGRES_DATABASE_KEYS):
-            yield problem
+        yield from _unknown_keys(where, database, _POSTGRES_DATABASE_KEYS)
         if not str(database.get('name') or ''):
             yield where + '.name', 'is required but not set'
         if 'owner' in database and database['owner'] not in owners:

@@ -101,3 +101,36 @@ def test_state_hints_cover_every_state():
     for state in ('no_response', 'rejecting', 'auth_failed', 'not_allowed', 'database_missing', 'too_many_clients',
                   'accepting', 'error'):
         assert _pg.STATE_HINTS[state]
+
+
+# A verifier PostgreSQL 15 stored for the password 'app-rollout-pw-0001' (the rollout scenario's test credential).
+SCRAM_STORED = ('SCRAM-SHA-256$4096:S0hGZDiBX8VGYA2A5jv4Hg==$9kzvjaf4+adnuEwgP8EQku38vrsFGqDRLkU+MzOAgww=:'
+                'mfE479PNrUKP7WR2l0BFfewREoVSvGvGAEMtoMCwpJ0=')
+SCRAM_PASSWORD = 'app-rollout-pw-0001'
+
+
+@pytest.mark.parametrize('stored, password, encryption, settled', [
+    (SCRAM_STORED, SCRAM_PASSWORD, 'scram-sha-256', True),
+    (SCRAM_STORED, SCRAM_PASSWORD + 'x', 'scram-sha-256', False),
+    (SCRAM_STORED, SCRAM_STORED, 'scram-sha-256', True),
+    (SCRAM_STORED, SCRAM_STORED.replace('4096', '4097'), 'scram-sha-256', False),
+    # md5 is md5(password || role name), here role 'app'.
+    ('md5' + __import__('hashlib').md5(b'secretapp').hexdigest(), 'secret', 'md5', True),
+    # ...but a server that encrypts with scram-sha-256 would store a new verifier: a change.
+    ('md5' + __import__('hashlib').md5(b'secretapp').hexdigest(), 'secret', 'scram-sha-256', False),
+    (None, SCRAM_PASSWORD, 'scram-sha-256', False),
+    (None, '', 'scram-sha-256', True),
+    (SCRAM_STORED, '', 'scram-sha-256', False),
+    ('SCRAM-SHA-256$garbage', SCRAM_PASSWORD, 'scram-sha-256', False),
+    # Outside printable ASCII SASLprep would apply: left to postgresql_user.
+    (SCRAM_STORED, SCRAM_PASSWORD + '\u00e9', 'scram-sha-256', False),
+])
+def test_password_settled(stored, password, encryption, settled):
+    assert _pg.password_settled(stored, 'app', password, encryption) is settled
+
+
+def test_a_verifier_is_not_a_plain_password():
+    assert _pg.is_password_verifier(SCRAM_STORED)
+    assert _pg.is_password_verifier('md5' + '0' * 32)
+    assert not _pg.is_password_verifier(SCRAM_PASSWORD)
+    assert not _pg.is_password_verifier('md5-is-not-a-hash')
