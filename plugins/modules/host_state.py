@@ -60,6 +60,12 @@ options:
     type: list
     elements: str
     default: []
+  file_lines:
+    description:
+      - Lines to look for, by file path (V({"/etc/redis/redis.conf": ["include /etc/redis/shipyard.conf"]})): each
+        file is reported with the ones it contains, as whole lines (surrounding whitespace ignored).
+    type: dict
+    default: {}
   managed_files_record_dir:
     description: Where M(shipyard.webstack.managed_files) keeps the records of its steps (its O(shipyard.webstack.managed_files#module:record_dir)).
     type: path
@@ -104,6 +110,12 @@ ansible_facts:
       description: The paths that match each of O(globs), sorted (an empty list when none does).
       type: dict
       sample: {"/etc/postgresql/*/*/conf.d/50-shipyard.conf": ["/etc/postgresql/15/main/conf.d/50-shipyard.conf"]}
+    shipyard_file_lines:
+      description:
+        - Each path of O(file_lines) with the given lines it contains (an empty list when the file is missing
+          or unreadable).
+      type: dict
+      sample: {"/etc/redis/redis.conf": ["include /etc/redis/shipyard.conf"]}
     shipyard_kernel_settings:
       description:
         - Each of O(kernel_settings) with its C(value) (whitespace folded; null when the kernel has no such
@@ -197,6 +209,19 @@ def read_units(module):
     return parse_units(units_out, files_out)
 
 
+def read_file_lines(wanted):
+    """{path: [the wanted lines the file contains]}; [] for a file that cannot be read."""
+    found = {}
+    for path, lines in wanted.items():
+        try:
+            with open(path, 'rb') as handle:
+                present = set(to_text(line, errors='surrogate_or_strict').strip() for line in handle)
+        except (IOError, OSError, UnicodeError):
+            present = set()
+        found[path] = [line for line in lines if line.strip() in present]
+    return found
+
+
 def read_kernel_settings(names):
     """{name: {value, writable}} from /proc/sys (vm.overcommit_memory -> /proc/sys/vm/overcommit_memory)."""
     settings = {}
@@ -237,8 +262,12 @@ def main():
         gather_subset=dict(type='list', elements='str', default=[]),
         kernel_settings=dict(type='list', elements='str', default=[]),
         globs=dict(type='list', elements='str', default=[]),
+        file_lines=dict(type='dict', default={}),
         managed_files_record_dir=dict(type='path', default=RECORDS_DIR),
     ), supports_check_mode=True)
+    for path, lines in module.params['file_lines'].items():
+        if not os.path.isabs(path) or not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
+            module.fail_json(msg='file_lines: %s must be an absolute path with a list of lines' % path)
     for name in module.params['kernel_settings']:
         if not re.match(r'^[a-z0-9_]+(\.[A-Za-z0-9_-]+)+$', name):
             module.fail_json(msg='kernel_settings: %s is not a sysctl name (like vm.overcommit_memory)' % name)
@@ -246,6 +275,7 @@ def main():
     versions = read_packages(module)
     facts.update(
         shipyard_kernel_settings=read_kernel_settings(module.params['kernel_settings']),
+        shipyard_file_lines=read_file_lines(module.params['file_lines']),
         shipyard_globs=dict((pattern, sorted(glob.glob(pattern))) for pattern in module.params['globs']),
         shipyard_managed_files=valid_records(module.params['managed_files_record_dir']),
         shipyard_installed_packages=sorted(versions) if versions is not None else None,

@@ -108,3 +108,25 @@ def test_the_facts_always_gathered_are_setups():
              and any(getattr(target, 'id', None) == 'minimal_gather_subset' for target in node.targets)]
     assert len(found) == 1
     assert frozenset(ast.literal_eval(found[0].args[0])) == host_state._MINIMAL_SUBSET
+
+
+def test_file_lines_reports_the_whole_lines_present(tmp_path):
+    conf = tmp_path / 'redis.conf'
+    conf.write_text('bind 127.0.0.1\n  include /etc/redis/shipyard.conf  \n# include /etc/redis/other.conf\n')
+    found = host_state.read_file_lines({
+        str(conf): ['include /etc/redis/shipyard.conf', 'include /etc/redis/other.conf', 'bind 127.0.0'],
+        str(tmp_path / 'missing.conf'): ['include /etc/redis/shipyard.conf'],
+    })
+    assert found == {str(conf): ['include /etc/redis/shipyard.conf'], str(tmp_path / 'missing.conf'): []}
+
+
+def test_deploy_looks_for_the_redis_roles_include_line():
+    # deploy.yml cannot read a role's vars before the role runs, so it names the line itself: it must
+    # stay the one the role writes, or the role would skip its step on a line it does not use.
+    import yaml
+    with open(os.path.join(ROOT, 'playbooks', 'vars', 'deploy.yml'), encoding='utf-8') as handle:
+        wanted = yaml.safe_load(handle)['_deploy_redis_include']
+    with open(os.path.join(ROOT, 'roles', 'redis', 'vars', 'main.yml'), encoding='utf-8') as handle:
+        role = yaml.safe_load(handle)
+    line = role['_redis_include_line'].replace('{{ _redis_managed_conf }}', role['_redis_managed_conf'])
+    assert wanted == {role['_redis_conf']: [line]}
