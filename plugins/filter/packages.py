@@ -10,12 +10,19 @@ package_version: the installed version of a package as the facts know it ('' whe
 role reads the version on the host only when the facts cannot answer.
 unit_settled: a role's "enable and start" task runs only when its unit is not already so - a
 systemd_service run that finds nothing to do costs a module run as well.
+docker_login_settled: a registry login runs only when the Docker client config does not already hold
+the same user name and password (a docker_login run that finds them there still loads the Docker SDK
+and asks the daemon).
 Without the facts nothing counts as done, so a role applied alone runs those tasks as before.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
+
+import base64
+import hashlib
+import hmac
 
 from ansible.errors import AnsibleFilterError
 
@@ -95,7 +102,28 @@ def unit_settled(name, units=None, active=True, enabled=True):
     return state.get('enabled') == ('enabled' if enabled else 'disabled')
 
 
+def docker_login_settled(login, logins=None):
+    """Whether logins (host_state's shipyard_docker_logins) shows login ({registry, username, password}) stored.
+
+    The stored login is known only as 'salt$sha256(salt + base64(user:password))': the password is compared
+    on the controller without the host's copy ever being read back. No facts, or another login: not settled.
+    """
+    if not isinstance(login, dict):
+        raise AnsibleFilterError('docker_login_settled: expects a login (a dict with registry, username and password)')
+    if logins is None or not all(login.get(key) for key in ('registry', 'username', 'password')):
+        return False
+    if not isinstance(logins, dict):
+        raise AnsibleFilterError('docker_login_settled: the logins must be shipyard_docker_logins (a dict), got %s'
+                                 % type(logins).__name__)
+    stored = logins.get(str(login['registry']))
+    if not isinstance(stored, str) or '$' not in stored:
+        return False
+    salt, digest = stored.split('$', 1)
+    auth = base64.b64encode(('%s:%s' % (login['username'], login['password'])).encode('utf-8')).decode('ascii')
+    return hmac.compare_digest(hashlib.sha256((salt + auth).encode('utf-8')).hexdigest(), digest)
+
+
 class FilterModule(object):
     def filters(self):
         return {'packages_missing': packages_missing, 'package_version': package_version,
-                'unit_settled': unit_settled}
+                'unit_settled': unit_settled, 'docker_login_settled': docker_login_settled}

@@ -60,6 +60,13 @@ options:
     type: list
     elements: str
     default: []
+  docker_config:
+    description:
+      - A Docker client configuration (V(~/.docker/config.json) of the user M(community.docker.docker_login) runs as)
+        whose stored registry logins to report, each as a salted digest, never the credentials themselves.
+      - The docker role then skips a login whose registry already holds the same user name and password.
+      - Logins kept by a credential helper (C(credsStore), C(credHelpers)) are not reported.
+    type: path
   file_lines:
     description:
       - Lines to look for, by file path (V({"/etc/redis/redis.conf": ["include /etc/redis/shipyard.conf"]})): each
@@ -110,6 +117,13 @@ ansible_facts:
       description: The paths that match each of O(globs), sorted (an empty list when none does).
       type: dict
       sample: {"/etc/postgresql/*/*/conf.d/50-shipyard.conf": ["/etc/postgresql/15/main/conf.d/50-shipyard.conf"]}
+    shipyard_docker_logins:
+      description:
+        - By registry, a salted SHA-256 digest (V(salt$hex)) of the login O(docker_config) stores for it, for
+          M(shipyard.webstack.docker_login_settled) to compare with; empty when the file is missing or a credential
+          helper keeps the logins; null without O(docker_config).
+      type: dict
+      sample: {"registry.example.com:5000": "3b1f...$9c2e..."}
     shipyard_file_lines:
       description:
         - Each path of O(file_lines) with the given lines it contains (an empty list when the file is missing
@@ -139,7 +153,10 @@ ansible_facts:
       sample: {"redis-server.service": {"active": "active", "enabled": "enabled"}}
 '''
 
+import binascii
 import glob
+import hashlib
+import json
 import os
 import re
 
@@ -209,6 +226,26 @@ def read_units(module):
     return parse_units(units_out, files_out)
 
 
+def read_docker_logins(path):
+    """{registry: 'salt$sha256(salt + auth)'} of the logins a Docker client config stores in the file itself."""
+    if path is None:
+        return None
+    try:
+        with open(path, 'rb') as handle:
+            config = json.loads(to_text(handle.read(), errors='surrogate_or_strict'))
+    except (IOError, OSError, UnicodeError, ValueError):
+        return {}
+    if not isinstance(config, dict) or config.get('credsStore'):
+        return {}
+    helpers = config.get('credHelpers') or {}
+    salt = binascii.hexlify(os.urandom(16)).decode('ascii')
+    logins = {}
+    for registry, entry in (config.get('auths') or {}).items():
+        if isinstance(entry, dict) and isinstance(entry.get('auth'), str) and entry['auth'] and registry not in helpers:
+            logins[registry] = '%s$%s' % (salt, hashlib.sha256((salt + entry['auth']).encode('utf-8')).hexdigest())
+    return logins
+
+
 def read_file_lines(wanted):
     """{path: [the wanted lines the file contains]}; [] for a file that cannot be read."""
     found = {}
@@ -262,6 +299,7 @@ def main():
         gather_subset=dict(type='list', elements='str', default=[]),
         kernel_settings=dict(type='list', elements='str', default=[]),
         globs=dict(type='list', elements='str', default=[]),
+        docker_config=dict(type='path'),
         file_lines=dict(type='dict', default={}),
         managed_files_record_dir=dict(type='path', default=RECORDS_DIR),
     ), supports_check_mode=True)
@@ -275,6 +313,7 @@ def main():
     versions = read_packages(module)
     facts.update(
         shipyard_kernel_settings=read_kernel_settings(module.params['kernel_settings']),
+        shipyard_docker_logins=read_docker_logins(module.params['docker_config']),
         shipyard_file_lines=read_file_lines(module.params['file_lines']),
         shipyard_globs=dict((pattern, sorted(glob.glob(pattern))) for pattern in module.params['globs']),
         shipyard_managed_files=valid_records(module.params['managed_files_record_dir']),

@@ -130,3 +130,52 @@ def test_deploy_looks_for_the_redis_roles_include_line():
         role = yaml.safe_load(handle)
     line = role['_redis_include_line'].replace('{{ _redis_managed_conf }}', role['_redis_managed_conf'])
     assert wanted == {role['_redis_conf']: [line]}
+
+
+def _docker_config(tmp_path, config):
+    import json
+    path = tmp_path / 'config.json'
+    path.write_text(json.dumps(config))
+    return str(path)
+
+
+def _auth(user, password):
+    import base64
+    return base64.b64encode(('%s:%s' % (user, password)).encode()).decode()
+
+
+def test_docker_logins_are_digests_that_docker_login_settled_compares(tmp_path):
+    from ansible_collections.shipyard.webstack.plugins.filter.packages import docker_login_settled
+    # The shape community.docker's docker_login writes (auths.<registry>.auth = base64(user:password)).
+    path = _docker_config(tmp_path, {'auths': {'reg:5000': {'auth': _auth('ci', 's3cret-pw')},
+                                               'other:443': {'auth': _auth('ci', 'x')}}})
+    logins = host_state.read_docker_logins(path)
+    assert sorted(logins) == ['other:443', 'reg:5000']
+    assert not any('s3cret-pw' in value or _auth('ci', 's3cret-pw') in value for value in logins.values())
+    login = {'registry': 'reg:5000', 'username': 'ci', 'password': 's3cret-pw'}
+    assert docker_login_settled(login, logins)
+    assert not docker_login_settled(dict(login, password='rotated'), logins)
+    assert not docker_login_settled(dict(login, username='someone'), logins)
+    assert not docker_login_settled(dict(login, registry='https://reg:5000'), logins)
+    assert not docker_login_settled(login, None)
+    assert not docker_login_settled(dict(login, password=''), logins)
+    # A new salt on every read: the digests of two reads differ, and both compare.
+    again = host_state.read_docker_logins(path)
+    assert again['reg:5000'] != logins['reg:5000'] and docker_login_settled(login, again)
+
+
+def test_docker_logins_kept_by_a_credential_helper_are_not_reported(tmp_path):
+    assert host_state.read_docker_logins(_docker_config(tmp_path, {'credsStore': 'pass', 'auths': {'reg': {}}})) == {}
+    helper = _docker_config(tmp_path, {'credHelpers': {'reg': 'ecr-login'},
+                                       'auths': {'reg': {'auth': _auth('a', 'b')}, 'other': {'auth': _auth('a', 'b')}}})
+    assert sorted(host_state.read_docker_logins(helper)) == ['other']
+    assert host_state.read_docker_logins(str(tmp_path / 'missing.json')) == {}
+    assert host_state.read_docker_logins(None) is None
+
+
+def test_docker_login_settled_names_bad_input():
+    from ansible_collections.shipyard.webstack.plugins.filter.packages import docker_login_settled
+    with pytest.raises(AnsibleFilterError, match='expects a login'):
+        docker_login_settled('reg:5000', {})
+    with pytest.raises(AnsibleFilterError, match='shipyard_docker_logins'):
+        docker_login_settled({'registry': 'r', 'username': 'u', 'password': 'p'}, ['r'])
