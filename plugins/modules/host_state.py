@@ -69,8 +69,9 @@ options:
     type: path
   file_lines:
     description:
-      - Lines to look for, by file path (V({"/etc/redis/redis.conf": ["include /etc/redis/shipyard.conf"]})): each
-        file is reported with the ones it contains, as whole lines (surrounding whitespace ignored).
+      - Lines to look for, by file path (for example the path V(/etc/redis/redis.conf) with the line
+        V(include /etc/redis/shipyard.conf)). Each file is reported with the ones it contains, as whole lines
+        (surrounding whitespace ignored).
     type: dict
     default: {}
   managed_files_record_dir:
