@@ -67,6 +67,14 @@ options:
       - The docker role then skips a login whose registry already holds the same user name and password.
       - Logins kept by a credential helper (C(credsStore), C(credHelpers)) are not reported.
     type: path
+  slurp:
+    description:
+      - Files to read whole, as M(ansible.builtin.slurp) would (base64), for a read that needs no module run of its
+        own. A file that is missing, unreadable or over 1 MiB is left out.
+      - Only for files that hold no secret (the facts are kept with the host's variables).
+    type: list
+    elements: path
+    default: []
   file_lines:
     description:
       - Lines to look for, by file path (for example the path V(/etc/redis/redis.conf) with the line
@@ -125,6 +133,12 @@ ansible_facts:
           helper keeps the logins; null without O(docker_config).
       type: dict
       sample: {"registry.example.com:5000": "3b1f...$9c2e..."}
+    shipyard_slurped:
+      description:
+        - Each readable file of O(slurp) by path, as M(ansible.builtin.slurp) returns it (C(content) in base64,
+          C(encoding), C(source)).
+      type: dict
+      sample: {"/var/lib/shipyard/shop/releases.json": {"content": "eyJyZWxlYXNlcyI6IFtdfQ==", "encoding": "base64", "source": "/var/lib/shipyard/shop/releases.json"}}
     shipyard_file_lines:
       description:
         - Each path of O(file_lines) with the given lines it contains (an empty list when the file is missing
@@ -154,6 +168,7 @@ ansible_facts:
       sample: {"redis-server.service": {"active": "active", "enabled": "enabled"}}
 '''
 
+import base64
 import binascii
 import glob
 import hashlib
@@ -247,6 +262,23 @@ def read_docker_logins(path):
     return logins
 
 
+_SLURP_LIMIT = 1024 * 1024
+
+
+def slurp_files(paths):
+    """{path: slurp's result} of the files that can be read (and are not over _SLURP_LIMIT)."""
+    found = {}
+    for path in paths:
+        try:
+            with open(path, 'rb') as handle:
+                data = handle.read(_SLURP_LIMIT + 1)
+        except (IOError, OSError):
+            continue
+        if len(data) <= _SLURP_LIMIT:
+            found[path] = {'content': base64.b64encode(data).decode('ascii'), 'encoding': 'base64', 'source': path}
+    return found
+
+
 def read_file_lines(wanted):
     """{path: [the wanted lines the file contains]}; [] for a file that cannot be read."""
     found = {}
@@ -301,6 +333,7 @@ def main():
         kernel_settings=dict(type='list', elements='str', default=[]),
         globs=dict(type='list', elements='str', default=[]),
         docker_config=dict(type='path'),
+        slurp=dict(type='list', elements='path', default=[]),
         file_lines=dict(type='dict', default={}),
         managed_files_record_dir=dict(type='path', default=RECORDS_DIR),
     ), supports_check_mode=True)
@@ -316,6 +349,7 @@ def main():
         shipyard_kernel_settings=read_kernel_settings(module.params['kernel_settings']),
         shipyard_docker_logins=read_docker_logins(module.params['docker_config']),
         shipyard_file_lines=read_file_lines(module.params['file_lines']),
+        shipyard_slurped=slurp_files(module.params['slurp']),
         shipyard_globs=dict((pattern, sorted(glob.glob(pattern))) for pattern in module.params['globs']),
         shipyard_managed_files=valid_records(module.params['managed_files_record_dir']),
         shipyard_installed_packages=sorted(versions) if versions is not None else None,

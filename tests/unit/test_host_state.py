@@ -179,3 +179,14 @@ def test_docker_login_settled_names_bad_input():
         docker_login_settled('reg:5000', {})
     with pytest.raises(AnsibleFilterError, match='shipyard_docker_logins'):
         docker_login_settled({'registry': 'r', 'username': 'u', 'password': 'p'}, ['r'])
+
+
+def test_slurp_returns_what_slurp_would_for_readable_files(tmp_path):
+    import base64
+    history = tmp_path / 'releases.json'
+    history.write_bytes(b'{"releases": []}')
+    big = tmp_path / 'big'
+    big.write_bytes(b'x' * (host_state._SLURP_LIMIT + 1))
+    found = host_state.slurp_files([str(history), str(tmp_path / 'missing.json'), str(big)])
+    assert found == {str(history): {'content': base64.b64encode(b'{"releases": []}').decode(), 'encoding': 'base64',
+                                    'source': str(history)}}
