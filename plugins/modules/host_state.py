@@ -67,6 +67,13 @@ options:
       - The docker role then skips a login whose registry already holds the same user name and password.
       - Logins kept by a credential helper (C(credsStore), C(credHelpers)) are not reported.
     type: path
+  tcp_ports:
+    description:
+      - Addresses (V(127.0.0.1:5432)) to try to connect to once, with a one-second timeout, each reported with whether
+        it accepted the connection. A quick look, not a wait: M(shipyard.webstack.health_poll) waits.
+    type: list
+    elements: str
+    default: []
   slurp:
     description:
       - Files to read whole, as M(ansible.builtin.slurp) would (base64), for a read that needs no module run of its
@@ -133,6 +140,10 @@ ansible_facts:
           helper keeps the logins; null without O(docker_config).
       type: dict
       sample: {"registry.example.com:5000": "3b1f...$9c2e..."}
+    shipyard_tcp_open:
+      description: Each address of O(tcp_ports) with whether it accepted a connection.
+      type: dict
+      sample: {"127.0.0.1:5432": true}
     shipyard_slurped:
       description:
         - Each readable file of O(slurp) by path, as M(ansible.builtin.slurp) returns it (C(content) in base64,
@@ -175,6 +186,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_text
@@ -265,6 +277,20 @@ def read_docker_logins(path):
 _SLURP_LIMIT = 1024 * 1024
 
 
+def tcp_open(addresses, timeout=1.0):
+    """{'host:port': whether a TCP connection to it succeeded, once}."""
+    found = {}
+    for address in addresses:
+        host, port = address.rsplit(':', 1)
+        try:
+            socket.create_connection((host.strip('[]'), int(port)), timeout=timeout).close()
+            found[address] = True
+        except (OSError, ValueError):
+            found[address] = False
+    return found
+
+
+
 def slurp_files(paths):
     """{path: slurp's result} of the files that can be read (and are not over _SLURP_LIMIT)."""
     found = {}
@@ -333,6 +359,7 @@ def main():
         kernel_settings=dict(type='list', elements='str', default=[]),
         globs=dict(type='list', elements='str', default=[]),
         docker_config=dict(type='path'),
+        tcp_ports=dict(type='list', elements='str', default=[]),
         slurp=dict(type='list', elements='path', default=[]),
         file_lines=dict(type='dict', default={}),
         managed_files_record_dir=dict(type='path', default=RECORDS_DIR),
@@ -340,6 +367,9 @@ def main():
     for path, lines in module.params['file_lines'].items():
         if not os.path.isabs(path) or not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
             module.fail_json(msg='file_lines: %s must be an absolute path with a list of lines' % path)
+    for address in module.params['tcp_ports']:
+        if not re.match(r'^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$', address):
+            module.fail_json(msg='tcp_ports: %s is not a host:port address (like 127.0.0.1:5432)' % address)
     for name in module.params['kernel_settings']:
         if not re.match(r'^[a-z0-9_]+(\.[A-Za-z0-9_-]+)+$', name):
             module.fail_json(msg='kernel_settings: %s is not a sysctl name (like vm.overcommit_memory)' % name)
@@ -350,6 +380,7 @@ def main():
         shipyard_docker_logins=read_docker_logins(module.params['docker_config']),
         shipyard_file_lines=read_file_lines(module.params['file_lines']),
         shipyard_slurped=slurp_files(module.params['slurp']),
+        shipyard_tcp_open=tcp_open(module.params['tcp_ports']),
         shipyard_globs=dict((pattern, sorted(glob.glob(pattern))) for pattern in module.params['globs']),
         shipyard_managed_files=valid_records(module.params['managed_files_record_dir']),
         shipyard_installed_packages=sorted(versions) if versions is not None else None,

@@ -190,3 +190,20 @@ def test_slurp_returns_what_slurp_would_for_readable_files(tmp_path):
     found = host_state.slurp_files([str(history), str(tmp_path / 'missing.json'), str(big)])
     assert found == {str(history): {'content': base64.b64encode(b'{"releases": []}').decode(), 'encoding': 'base64',
                                     'source': str(history)}}
+
+
+def test_tcp_open_tries_each_address_once():
+    import socket
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(1)
+    open_port = listener.getsockname()[1]
+    closed = socket.socket()
+    closed.bind(('127.0.0.1', 0))
+    closed_port = closed.getsockname()[1]   # bound, never listening: refused
+    try:
+        found = host_state.tcp_open(['127.0.0.1:%d' % open_port, '127.0.0.1:%d' % closed_port])
+    finally:
+        listener.close()
+        closed.close()
+    assert found == {'127.0.0.1:%d' % open_port: True, '127.0.0.1:%d' % closed_port: False}
