@@ -70,7 +70,7 @@ options:
   tcp_ports:
     description:
       - Addresses (V(127.0.0.1:5432)) to try to connect to once, with a one-second timeout, each reported with whether
-        it accepted the connection. A quick look, not a wait: M(shipyard.webstack.health_poll) waits.
+        it accepted the connection. A quick look, not a wait; M(shipyard.webstack.health_poll) is the one that waits.
     type: list
     elements: str
     default: []
@@ -149,7 +149,11 @@ ansible_facts:
         - Each readable file of O(slurp) by path, as M(ansible.builtin.slurp) returns it (C(content) in base64,
           C(encoding), C(source)).
       type: dict
-      sample: {"/var/lib/shipyard/shop/releases.json": {"content": "eyJyZWxlYXNlcyI6IFtdfQ==", "encoding": "base64", "source": "/var/lib/shipyard/shop/releases.json"}}
+      sample:
+        /var/lib/shipyard/shop/releases.json:
+          content: eyJyZWxlYXNlcyI6IFtdfQ==
+          encoding: base64
+          source: /var/lib/shipyard/shop/releases.json
     shipyard_file_lines:
       description:
         - Each path of O(file_lines) with the given lines it contains (an empty list when the file is missing
@@ -288,7 +292,6 @@ def tcp_open(addresses, timeout=1.0):
         except (OSError, ValueError):
             found[address] = False
     return found
-
 
 
 def slurp_files(paths):
