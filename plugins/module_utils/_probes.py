@@ -976,6 +976,10 @@ def describe_target(kind, options):
 # changes only when the image's HEALTHCHECK runs again): one passing reading counts, reading it again
 # within that interval proves nothing more.
 READ_ONCE_KINDS = frozenset(['docker'])
+# When read-once checks are all a poll still waits for, they are read again this often between rounds (a read
+# of Docker's state is one local API call): the poll then ends within this of Docker's change, not up to a
+# whole interval after it.
+READ_ONCE_STEP = 0.1
 
 
 class Check(object):
@@ -1094,6 +1098,20 @@ def run_round(checks, timeout_for, clock, probes=None, grace=2.0):
     return final
 
 
+def settled(check, consecutive_successes):
+    """The check passed its last attempt and as many in a row as it needs."""
+    return bool(check.last and check.last['ok']) and check.streak >= (check.successes or consecutive_successes)
+
+
+def rereadable(checks, consecutive_successes):
+    """The checks to read again before the next round: every unsettled one, when each of them is a read-once
+    check that one passing reading settles; else none (reading the others sooner would shorten their streaks)."""
+    pending = [check for check in checks if not settled(check, consecutive_successes)]
+    if pending and all(check.kind in READ_ONCE_KINDS and check.successes == 1 for check in pending):
+        return pending
+    return []
+
+
 class PollResult(object):
     """Outcome of poll(): ok, why it stopped, rounds, elapsed and the checks."""
 
@@ -1117,7 +1135,8 @@ def poll(checks, timeout, interval=1.0, backoff=1.0, max_interval=None, start_pe
     Rounds start ``interval`` apart (measured start to start, so a slow check
     does not add to the wait), growing by ``backoff`` up to ``max_interval``
     while rounds fail. Failing rounds inside ``start_period`` neither grow the
-    backoff nor stop the poll, and the ``timeout`` starts after it.
+    backoff nor stop the poll, and the ``timeout`` starts after it. Between rounds,
+    read-once checks are read every READ_ONCE_STEP when they are all that is left.
     """
     origin = clock()
     deadline = origin + start_period + timeout
@@ -1130,25 +1149,41 @@ def poll(checks, timeout, interval=1.0, backoff=1.0, max_interval=None, start_pe
         given[id(check)] = max(0.5, min(check.timeout, deadline - clock()))
         return given[id(check)]
 
+    def attempt(some):
+        for check, (result, started, ended) in zip(some, run_round(some, timeout_for, clock, probes)):
+            check.record(result, started - origin, ended - origin, cut=given[id(check)] < check.timeout)
+        return clock()
+
+    def permanent_failure(some, now):
+        return (fail_fast and now - origin >= start_period
+                and any(not c.last['ok'] and c.last['state'] in PERMANENT_STATES for c in some))
+
     while True:
         round_start = clock()
-        for check, (result, started, ended) in zip(checks, run_round(checks, timeout_for, clock, probes)):
-            check.record(result, started - origin, ended - origin, cut=given[id(check)] < check.timeout)
+        now = attempt(checks)
         rounds += 1
-        now = clock()
         if all(check.last['ok'] for check in checks):
             streak += 1
             failing = 0
-            if all(check.streak >= (check.successes or consecutive_successes) for check in checks):
+            if all(settled(check, consecutive_successes) for check in checks):
                 return PollResult(True, 'ready', rounds, now - origin, checks, streak)
             delay = interval
         else:
             streak = 0
             if now - origin >= start_period:
                 failing += 1
-                if fail_fast and any(not c.last['ok'] and c.last['state'] in PERMANENT_STATES for c in checks):
-                    return PollResult(False, 'permanent', rounds, now - origin, checks, streak)
+            if permanent_failure(checks, now):
+                return PollResult(False, 'permanent', rounds, now - origin, checks, streak)
             delay = backoff_delay(interval, backoff, max_interval, failing)
         if now >= deadline:
             return PollResult(False, 'timeout', rounds, now - origin, checks, streak)
-        sleep(max(0.0, min(round_start + delay, deadline) - now))
+        next_round = min(round_start + delay, deadline)
+        pending = rereadable(checks, consecutive_successes)
+        while pending and next_round - now > READ_ONCE_STEP:
+            sleep(READ_ONCE_STEP)
+            now = attempt(pending)
+            if all(settled(check, consecutive_successes) for check in checks):
+                return PollResult(True, 'ready', rounds, now - origin, checks, streak)
+            if permanent_failure(pending, now):
+                return PollResult(False, 'permanent', rounds, now - origin, checks, streak)
+        sleep(max(0.0, next_round - now))

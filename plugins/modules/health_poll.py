@@ -344,7 +344,8 @@ options:
     description:
       - Number of passing rounds in a row needed (guards against a service that flaps).
       - A C(docker) check counts once, since it reads the state Docker keeps, which changes only when the image's
-        HEALTHCHECK runs again.
+        HEALTHCHECK runs again. When such checks are all the poll still waits for, they are read every 0.1 s
+        between rounds, so the poll ends at most 0.1 s after Docker reports the container healthy.
     type: int
     default: 1
   check_timeout:

@@ -44,6 +44,23 @@ def test_healthcheck_starting_then_healthy(containers):
     assert exit_codes[-1] == 0 and 1 in exit_codes, exit_codes
 
 
+def test_dockers_healthy_is_seen_between_rounds(containers):
+    # Rounds 3 s apart. Docker's state is all the poll waits for, so it is read every 0.1 s in between:
+    # the poll ends within the first interval, soon after Docker's own check passes.
+    name = containers.run('between', 'exec sleep 300', '--health-cmd', 'test -f /tmp/ready',
+                          '--health-start-period', '60s', '--health-interval', '500ms', '--health-timeout', '2s')
+    proc, path = start_module('health_poll', dict(checks=[{'name': 'app', 'docker': {'container': name}}],
+                                                  interval=3, check_timeout=3, timeout=30))
+    time.sleep(1.5)
+    docker('exec', name, 'touch', '/tmp/ready')
+    result = finish_module(proc, path)
+    assert result.get('failed') is not True, result['msg']
+    check = result['checks'][0]
+    assert check['state'] == 'healthy'
+    assert result['rounds'] == 1, result
+    assert check['attempts'] > 5 and check['elapsed'] < 3.0, check
+
+
 def test_healthcheck_turning_unhealthy(containers):
     name = containers.run('unhealthy', 'touch /tmp/ok; exec sleep 300',
                           '--health-cmd', 'test -f /tmp/ok || { echo disk check failed; exit 1; }', *HEALTH)

@@ -366,6 +366,58 @@ def test_poll_a_check_with_its_own_count_of_successes():
         assert outcome.ok and outcome.rounds == rounds, status_successes
 
 
+def docker_and_http(docker_states, docker_successes=None):
+    checks = [P.Check('http', 'http', {}, 1.0), P.Check('web', 'docker', {}, 1.0, successes=docker_successes)]
+    probes = {'http': scripted(['ok']), 'docker': scripted(docker_states)}
+    return checks, probes
+
+
+def test_poll_reads_dockers_state_between_rounds_once_it_is_all_that_is_left():
+    # http's streak of 3 is complete at the third round (t=2); Docker says healthy 0.4 s later
+    checks, probes = docker_and_http(['starting'] * 7 + ['ok'])
+    clock = FakeClock()
+    outcome = P.poll(checks, timeout=30, interval=1, consecutive_successes=3, clock=clock, sleep=clock.sleep,
+                     probes=probes)
+    assert outcome.ok and outcome.reason == 'ready' and outcome.rounds == 3
+    assert clock.sleeps == [1, 1] + [P.READ_ONCE_STEP] * 5
+    assert round(outcome.elapsed, 6) == 2.5
+    assert checks[0].attempts == 3 and checks[1].attempts == 8
+
+
+def test_poll_does_not_read_docker_sooner_while_other_checks_build_their_streak():
+    checks, probes = docker_and_http(['ok'])
+    clock = FakeClock()
+    outcome = P.poll(checks, timeout=30, interval=1, consecutive_successes=3, clock=clock, sleep=clock.sleep,
+                     probes=probes)
+    assert outcome.ok and outcome.rounds == 3 and clock.sleeps == [1, 1]
+
+
+def test_poll_reads_a_docker_check_that_needs_a_streak_only_in_rounds():
+    checks, probes = docker_and_http(['starting'] * 3 + ['ok'], docker_successes=2)
+    clock = FakeClock()
+    outcome = P.poll(checks, timeout=30, interval=1, consecutive_successes=3, clock=clock, sleep=clock.sleep,
+                     probes=probes)
+    assert outcome.ok and outcome.rounds == 5 and clock.sleeps == [1, 1, 1, 1]
+
+
+def test_poll_stops_between_rounds_at_a_permanent_failure():
+    checks = [P.Check('http', 'http', {}, 1.0), P.Check('web', 'docker', {}, 1.0)]
+    probes = {'http': scripted(['ok']), 'docker': scripted(['starting'] * 4 + ['tls_error'])}
+    clock = FakeClock()
+    outcome = P.poll(checks, timeout=30, interval=1, consecutive_successes=3, clock=clock, sleep=clock.sleep,
+                     probes=probes)
+    assert not outcome.ok and outcome.reason == 'permanent' and round(clock.now, 6) == 2.2
+
+
+def test_poll_reads_between_rounds_never_past_the_deadline():
+    checks, probes = docker_and_http(['starting'])
+    clock = FakeClock()
+    outcome = P.poll(checks, timeout=3.05, interval=1, consecutive_successes=3, clock=clock, sleep=clock.sleep,
+                     probes=probes)
+    assert not outcome.ok and outcome.reason == 'timeout'
+    assert round(clock.now, 6) == 3.05 and max(clock.sleeps[2:]) <= P.READ_ONCE_STEP + 1e-9
+
+
 def test_dockers_health_state_counts_once_unless_the_check_says_otherwise():
     assert P.Check('web', 'docker', {}, 1.0).successes == 1
     assert P.Check('web', 'docker', {}, 1.0, successes=3).successes == 3
