@@ -46,6 +46,12 @@ options:
     type: list
     elements: str
     default: []
+  memory:
+    description:
+      - Also set C(ansible_memtotal_mb), as the C(hardware) subset of O(gather_subset) sets it, from C(/proc/meminfo)
+        alone. The C(hardware) subset also reads every mount, device and DMI entry, which takes much longer.
+    type: bool
+    default: false
   kernel_settings:
     description:
       - Kernel settings (sysctl names such as C(vm.overcommit_memory)) to read from C(/proc/sys), with whether
@@ -120,6 +126,11 @@ ansible_facts:
   returned: always
   type: complex
   contains:
+    ansible_memtotal_mb:
+      description: The host's memory in MiB, with O(memory).
+      type: int
+      returned: when O(memory) is true and C(/proc/meminfo) can be read
+      sample: 7951
     shipyard_installed_packages:
       description: Names of the packages dpkg shows installed (status C(ii)); null without dpkg.
       type: list
@@ -191,6 +202,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_text
@@ -235,27 +247,61 @@ def parse_units(list_units, list_unit_files):
     return units
 
 
-def read_packages(module):
-    dpkg = module.get_bin_path('dpkg-query')
-    if dpkg is None:
-        return None
-    rc, out, err = module.run_command([dpkg, '--show', '--showformat', '${db:Status-Abbrev} ${Package} ${Version}\n'])
-    if rc != 0:
-        module.fail_json(msg='dpkg-query could not list the installed packages (exit %d): %s' % (rc, err.strip()))
-    return parse_dpkg(out)
+class Reads(object):
+    """The read-only commands (dpkg-query, systemctl), started together at once: they wait on dpkg's database and
+    on systemd, not on this process, so they run while the facts are gathered."""
+
+    def __init__(self, module):
+        dpkg = module.get_bin_path('dpkg-query')
+        systemctl = module.get_bin_path('systemctl')
+        self.dpkg = self._start([dpkg, '--show', '--showformat', '${db:Status-Abbrev} ${Package} ${Version}\n'] if dpkg else None)
+        self.units = self._start([systemctl, 'list-units', _UNIT_TYPES] + _LIST_FLAGS if systemctl else None)
+        self.unit_files = self._start([systemctl, 'list-unit-files', _UNIT_TYPES] + _LIST_FLAGS if systemctl else None)
+
+    @staticmethod
+    def _start(argv):
+        if argv is None:
+            return None
+        # Not AnsibleModule.run_command: that one waits for each command in turn.
+        return subprocess.Popen(  # pylint: disable=ansible-bad-function
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=dict(os.environ, LC_ALL='C', LANG='C'))
+
+    @staticmethod
+    def _finish(proc):
+        out, err = proc.communicate()
+        return proc.returncode, to_text(out, errors='surrogate_or_strict'), to_text(err, errors='surrogate_or_strict')
+
+    def packages(self, module):
+        if self.dpkg is None:
+            return None
+        rc, out, err = self._finish(self.dpkg)
+        if rc != 0:
+            module.fail_json(msg='dpkg-query could not list the installed packages (exit %d): %s' % (rc, err.strip()))
+        return parse_dpkg(out)
+
+    def unit_states(self, module):
+        if self.units is None:
+            return None
+        rc, units_out, _err = self._finish(self.units)
+        files_rc, files_out, files_err = self._finish(self.unit_files)
+        if rc != 0:   # systemd is not PID 1 here: nothing is known, every service task runs
+            return None
+        if files_rc != 0:
+            module.fail_json(msg='systemctl list-unit-files failed (exit %d): %s' % (files_rc, files_err.strip()))
+        return parse_units(units_out, files_out)
 
 
-def read_units(module):
-    systemctl = module.get_bin_path('systemctl')
-    if systemctl is None:
-        return None
-    rc, units_out, _err = module.run_command([systemctl, 'list-units', _UNIT_TYPES] + _LIST_FLAGS)
-    if rc != 0:   # systemd is not PID 1 here: nothing is known, every service task runs
-        return None
-    rc, files_out, err = module.run_command([systemctl, 'list-unit-files', _UNIT_TYPES] + _LIST_FLAGS)
-    if rc != 0:
-        module.fail_json(msg='systemctl list-unit-files failed (exit %d): %s' % (rc, err.strip()))
-    return parse_units(units_out, files_out)
+def memory_facts():
+    """ansible_memtotal_mb as the hardware subset computes it, without that subset's mount, device and DMI reads."""
+    try:
+        with open('/proc/meminfo') as handle:
+            for line in handle:
+                if line.startswith('MemTotal:'):
+                    return {'ansible_memtotal_mb': int(line.split()[1]) // 1024}
+    except (IOError, OSError, ValueError, IndexError):
+        pass
+    return {}
 
 
 def read_docker_logins(path):
@@ -359,6 +405,7 @@ def gather_facts(module, subset):
 def main():
     module = AnsibleModule(argument_spec=dict(
         gather_subset=dict(type='list', elements='str', default=[]),
+        memory=dict(type='bool', default=False),
         kernel_settings=dict(type='list', elements='str', default=[]),
         globs=dict(type='list', elements='str', default=[]),
         docker_config=dict(type='path'),
@@ -376,8 +423,11 @@ def main():
     for name in module.params['kernel_settings']:
         if not re.match(r'^[a-z0-9_]+(\.[A-Za-z0-9_-]+)+$', name):
             module.fail_json(msg='kernel_settings: %s is not a sysctl name (like vm.overcommit_memory)' % name)
+    reads = Reads(module)
     facts = gather_facts(module, module.params['gather_subset'])
-    versions = read_packages(module)
+    if module.params['memory']:
+        facts.update(memory_facts())
+    versions = reads.packages(module)
     facts.update(
         shipyard_kernel_settings=read_kernel_settings(module.params['kernel_settings']),
         shipyard_docker_logins=read_docker_logins(module.params['docker_config']),
@@ -388,7 +438,7 @@ def main():
         shipyard_managed_files=valid_records(module.params['managed_files_record_dir']),
         shipyard_installed_packages=sorted(versions) if versions is not None else None,
         shipyard_package_versions=versions,
-        shipyard_units=read_units(module))
+        shipyard_units=reads.unit_states(module))
     module.exit_json(changed=False, ansible_facts=facts)
 
 

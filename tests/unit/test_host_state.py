@@ -3,6 +3,7 @@ unit_settled, which decides whether a role's "enable and start" task can be skip
 
 import ast
 import os
+import time
 import sys
 
 import pytest
@@ -207,3 +208,60 @@ def test_tcp_open_tries_each_address_once():
         listener.close()
         closed.close()
     assert found == {'127.0.0.1:%d' % open_port: True, '127.0.0.1:%d' % closed_port: False}
+
+
+# ------------------------------------------------------------------ the reads, started together
+
+class FakeModule:
+    """What Reads asks of AnsibleModule: where a command is, and how to fail."""
+
+    def __init__(self, bindir):
+        self.bindir = bindir
+
+    def get_bin_path(self, name):
+        path = os.path.join(self.bindir, name)
+        return path if os.path.exists(path) else None
+
+    def fail_json(self, msg):
+        raise RuntimeError(msg)
+
+
+def _command(bindir, name, script):
+    path = bindir / name
+    path.write_text('#!/bin/sh\n' + script)
+    path.chmod(0o755)
+
+
+def test_reads_run_together_and_parse_as_one_at_a_time(tmp_path):
+    # Each fake command sleeps 0.5 s: in turn they would take 1.5 s.
+    for name, text in (('list-units', read('list-units.txt')), ('list-unit-files', read('list-unit-files.txt'))):
+        (tmp_path / name).write_text(text)
+    _command(tmp_path, 'systemctl', 'sleep 0.5; cat "%s/$1"\n' % tmp_path)
+    _command(tmp_path, 'dpkg-query', 'sleep 0.5; printf "ii  nginx 1.22.1-9\\nrc  redis-server 5:7.0\\n"\n')
+    began = time.monotonic()
+    reads = host_state.Reads(FakeModule(str(tmp_path)))
+    module = FakeModule(str(tmp_path))
+    assert reads.packages(module) == {'nginx': '1.22.1-9'}
+    assert reads.unit_states(module) == parse_units(read('list-units.txt'), read('list-unit-files.txt'))
+    assert time.monotonic() - began < 1.2
+
+
+def test_reads_without_systemd_or_dpkg_know_nothing(tmp_path):
+    _command(tmp_path, 'systemctl', 'echo "System has not been booted with systemd" >&2; exit 1\n')
+    reads = host_state.Reads(FakeModule(str(tmp_path)))
+    assert reads.unit_states(FakeModule(str(tmp_path))) is None
+    assert reads.packages(FakeModule(str(tmp_path))) is None
+
+
+def test_a_failing_dpkg_query_fails_the_module(tmp_path):
+    _command(tmp_path, 'dpkg-query', 'echo "database locked" >&2; exit 2\n')
+    reads = host_state.Reads(FakeModule(str(tmp_path)))
+    with pytest.raises(RuntimeError, match='dpkg-query could not list the installed packages .exit 2.: database locked'):
+        reads.packages(FakeModule(str(tmp_path)))
+
+
+def test_memory_is_the_hardware_subsets_memtotal_mb():
+    from ansible.module_utils.facts.hardware.linux import LinuxHardware
+    expected = LinuxHardware(module=None).get_memory_facts()['memtotal_mb']
+    assert expected > 0
+    assert host_state.memory_facts() == {'ansible_memtotal_mb': expected}
