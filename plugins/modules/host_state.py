@@ -202,7 +202,7 @@ import json
 import os
 import re
 import socket
-import subprocess
+import threading
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_text
@@ -249,47 +249,56 @@ def parse_units(list_units, list_unit_files):
 
 class Reads(object):
     """The read-only commands (dpkg-query, systemctl), started together at once: they wait on dpkg's database and
-    on systemd, not on this process, so they run while the facts are gathered."""
+    on systemd, not on this process, so they run while the facts are gathered (each in a thread of its own)."""
 
     def __init__(self, module):
         dpkg = module.get_bin_path('dpkg-query')
         systemctl = module.get_bin_path('systemctl')
-        self.dpkg = self._start([dpkg, '--show', '--showformat', '${db:Status-Abbrev} ${Package} ${Version}\n'] if dpkg else None)
-        self.units = self._start([systemctl, 'list-units', _UNIT_TYPES] + _LIST_FLAGS if systemctl else None)
-        self.unit_files = self._start([systemctl, 'list-unit-files', _UNIT_TYPES] + _LIST_FLAGS if systemctl else None)
+        self._threads = {}
+        self._results = {}
+        commands = {
+            'dpkg': [dpkg, '--show', '--showformat', '${db:Status-Abbrev} ${Package} ${Version}\n'] if dpkg else None,
+            'units': [systemctl, 'list-units', _UNIT_TYPES] + _LIST_FLAGS if systemctl else None,
+            'unit_files': [systemctl, 'list-unit-files', _UNIT_TYPES] + _LIST_FLAGS if systemctl else None,
+        }
+        for name, argv in commands.items():
+            if argv is not None:
+                thread = threading.Thread(target=self._run, args=(module, name, argv))
+                thread.daemon = True
+                thread.start()
+                self._threads[name] = thread
 
-    @staticmethod
-    def _start(argv):
-        if argv is None:
+    def _run(self, module, name, argv):
+        try:
+            self._results[name] = module.run_command(argv)
+        except Exception as exc:  # reported by _finish, in the module's own thread
+            self._results[name] = (-1, '', '%s: %s' % (type(exc).__name__, exc))
+
+    def _finish(self, name):
+        """(rc, out, err) of the command, or None when it was not found."""
+        if name not in self._threads:
             return None
-        # Not AnsibleModule.run_command: that one waits for each command in turn.
-        return subprocess.Popen(  # pylint: disable=ansible-bad-function
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=dict(os.environ, LC_ALL='C', LANG='C'))
-
-    @staticmethod
-    def _finish(proc):
-        out, err = proc.communicate()
-        return proc.returncode, to_text(out, errors='surrogate_or_strict'), to_text(err, errors='surrogate_or_strict')
+        self._threads[name].join()
+        return self._results[name]
 
     def packages(self, module):
-        if self.dpkg is None:
+        finished = self._finish('dpkg')
+        if finished is None:
             return None
-        rc, out, err = self._finish(self.dpkg)
+        rc, out, err = finished
         if rc != 0:
             module.fail_json(msg='dpkg-query could not list the installed packages (exit %d): %s' % (rc, err.strip()))
         return parse_dpkg(out)
 
     def unit_states(self, module):
-        if self.units is None:
+        units, unit_files = self._finish('units'), self._finish('unit_files')
+        if units is None:
             return None
-        rc, units_out, _err = self._finish(self.units)
-        files_rc, files_out, files_err = self._finish(self.unit_files)
-        if rc != 0:   # systemd is not PID 1 here: nothing is known, every service task runs
+        if units[0] != 0:   # systemd is not PID 1 here: nothing is known, every service task runs
             return None
-        if files_rc != 0:
-            module.fail_json(msg='systemctl list-unit-files failed (exit %d): %s' % (files_rc, files_err.strip()))
-        return parse_units(units_out, files_out)
+        if unit_files[0] != 0:
+            module.fail_json(msg='systemctl list-unit-files failed (exit %d): %s' % (unit_files[0], unit_files[2].strip()))
+        return parse_units(units[1], unit_files[1])
 
 
 def memory_facts():

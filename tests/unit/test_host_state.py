@@ -3,6 +3,7 @@ unit_settled, which decides whether a role's "enable and start" task can be skip
 
 import ast
 import os
+import subprocess
 import time
 import sys
 
@@ -224,6 +225,11 @@ class FakeModule:
 
     def fail_json(self, msg):
         raise RuntimeError(msg)
+
+    @staticmethod
+    def run_command(argv):
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+        return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
 
 
 def _command(bindir, name, script):
