@@ -202,7 +202,6 @@ import json
 import os
 import re
 import socket
-import threading
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_text
@@ -248,41 +247,27 @@ def parse_units(list_units, list_unit_files):
 
 
 class Reads(object):
-    """The read-only commands (dpkg-query, systemctl), started together at once: they wait on dpkg's database and
-    on systemd, not on this process, so they run while the facts are gathered (each in a thread of its own)."""
+    """The read-only commands (dpkg-query, systemctl), one after the other. Not in parallel: on a host that
+    serves while it is deployed to, a burst of processes at once slows the app's requests more than the
+    same work in turn (benchmarks/NOTES.md, P1)."""
 
     def __init__(self, module):
+        self.module = module
         dpkg = module.get_bin_path('dpkg-query')
         systemctl = module.get_bin_path('systemctl')
-        self._threads = {}
-        self._results = {}
-        commands = {
+        self.commands = {
             'dpkg': [dpkg, '--show', '--showformat', '${db:Status-Abbrev} ${Package} ${Version}\n'] if dpkg else None,
             'units': [systemctl, 'list-units', _UNIT_TYPES] + _LIST_FLAGS if systemctl else None,
             'unit_files': [systemctl, 'list-unit-files', _UNIT_TYPES] + _LIST_FLAGS if systemctl else None,
         }
-        for name, argv in commands.items():
-            if argv is not None:
-                thread = threading.Thread(target=self._run, args=(module, name, argv))
-                thread.daemon = True
-                thread.start()
-                self._threads[name] = thread
 
-    def _run(self, module, name, argv):
-        try:
-            self._results[name] = module.run_command(argv)
-        except Exception as exc:  # reported by _finish, in the module's own thread
-            self._results[name] = (-1, '', '%s: %s' % (type(exc).__name__, exc))
-
-    def _finish(self, name):
+    def _run(self, name):
         """(rc, out, err) of the command, or None when it was not found."""
-        if name not in self._threads:
-            return None
-        self._threads[name].join()
-        return self._results[name]
+        argv = self.commands[name]
+        return None if argv is None else self.module.run_command(argv)
 
     def packages(self, module):
-        finished = self._finish('dpkg')
+        finished = self._run('dpkg')
         if finished is None:
             return None
         rc, out, err = finished
@@ -291,11 +276,10 @@ class Reads(object):
         return parse_dpkg(out)
 
     def unit_states(self, module):
-        units, unit_files = self._finish('units'), self._finish('unit_files')
-        if units is None:
+        units = self._run('units')
+        if units is None or units[0] != 0:   # systemd is not PID 1 here: nothing is known, every service task runs
             return None
-        if units[0] != 0:   # systemd is not PID 1 here: nothing is known, every service task runs
-            return None
+        unit_files = self._run('unit_files')
         if unit_files[0] != 0:
             module.fail_json(msg='systemctl list-unit-files failed (exit %d): %s' % (unit_files[0], unit_files[2].strip()))
         return parse_units(units[1], unit_files[1])
